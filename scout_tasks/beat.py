@@ -1,0 +1,227 @@
+"""The custom Celery beat scheduler: sleeps until the next slot and wakes on NOTIFY.
+
+Celery's own schedulers keep the schedule in the beat process and poll it.
+This one keeps nothing: the schedule lives in ``scout_schedules``, and the beat
+only asks the database two indexed questions (when is the earliest slot, is
+any schedule unscheduled) and sends tasks:
+
+- ``scout_tasks.fire`` the moment the earliest ``next_run_at`` arrives, so a
+  slot fires on time instead of up to a tick late;
+- ``scout_tasks.tick`` every ``SCOUT_TICK_SECONDS``, the safety net that also
+  relays stranded events.
+
+A plain-SQL change to ``scout_schedules`` NOTIFYs the beat through a trigger,
+so it re-asks at once; nothing is reloaded. Any number of beats may run: the
+one holding a PostgreSQL advisory lock sends, the others wait for it. The lock
+belongs to the leader's database session, so a killed leader (SIGKILL
+included) releases it with its connection, measured by the database, not by
+any host's clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import time
+from datetime import datetime
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+from celery.beat import Scheduler
+from sqlalchemy.engine import make_url
+
+from scout_tasks import schedules
+from scout_tasks.settings import get_settings, mask_url
+from scout_tasks.tasks import FIRE, TICK
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "scout_schedules"
+# pg_try_advisory_lock key: "scout beat" in ASCII, shared by every beat.
+LEADER_LOCK = 0x73636F7574_6265
+# How often a standby beat asks for the lock, and how long to wait after an error.
+STANDBY_POLL = 2.0
+ERROR_BACKOFF = 3.0
+
+
+def psycopg2_dsn(url: str) -> str:
+    """A libpq URI for a SQLAlchemy URL (the listener talks to psycopg2 directly)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class _Listener:
+    """The beat's own database session: LISTENs and holds the leader lock."""
+
+    def __init__(self, dsn: str) -> None:
+        self.conn = psycopg2.connect(
+            dsn,
+            connect_timeout=5,
+            application_name="scout-tasks beat",
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+        )
+        self.conn.set_session(autocommit=True)
+        with self.conn.cursor() as cur:
+            cur.execute("SET TIME ZONE 'UTC'")
+            cur.execute(f"LISTEN {CHANNEL}")
+
+    def try_lead(self) -> bool:
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,))
+            return bool(cur.fetchone()[0])
+
+    def horizon(self) -> schedules.Horizon:
+        with self.conn.cursor() as cur:
+            cur.execute(schedules._EARLIEST.text)
+            now, earliest, unscheduled = cur.fetchone()
+        return schedules.Horizon(now, earliest, unscheduled)
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a NOTIFY arrives or ``timeout`` passes; True if notified."""
+        if timeout > 0 and not self.conn.notifies:
+            ready, _, _ = select.select([self.conn], [], [], timeout)
+            if not ready:
+                return False
+        self.conn.poll()
+        notified = bool(self.conn.notifies)
+        self.conn.notifies.clear()
+        return notified
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except psycopg2.Error:
+            pass
+
+
+class ScoutScheduler(Scheduler):
+    """Celery beat scheduler backed by ``scout_schedules`` (the app's default)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._settings = get_settings()
+        self._listener: _Listener | None = None
+        self._leader = False
+        self._next_tick = 0.0
+        self._last_fire: tuple[datetime | None, bool] | None = None
+        self._last_fire_sent = 0.0
+        super().__init__(*args, **kwargs)
+
+    # Celery's Scheduler API -------------------------------------------------
+
+    def setup_schedule(self) -> None:
+        # Nothing to load: every decision is a query at the moment it is needed.
+        self.data = {}
+        log.info(
+            "scout-tasks beat: schedules from %s, tick every %ss",
+            mask_url(self._settings.database_url),
+            self._settings.tick_seconds,
+            extra={"action": "beat.start"},
+        )
+
+    @property
+    def schedule(self) -> dict[str, Any]:
+        return self.data
+
+    def sync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._drop_listener()
+        super().close()
+
+    @property
+    def info(self) -> str:
+        return f"    . db -> {mask_url(self._settings.database_url)}"
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        """One pass: send what is due, then block until the next reason to wake.
+
+        Returns 0 so Celery's loop calls again at once; the waiting happens here,
+        on the database socket, so a NOTIFY cuts it short.
+        """
+        try:
+            self._pass()
+        except (psycopg2.Error, OSError) as exc:
+            log.warning(
+                "database unavailable, retrying in %ss: %s",
+                ERROR_BACKOFF,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc),
+                extra={"action": "beat.db_error"},
+            )
+            self._drop_listener()
+            time.sleep(ERROR_BACKOFF)
+        return 0.0
+
+    # The loop ---------------------------------------------------------------
+
+    def _drop_listener(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        self._listener = None
+        if self._leader:
+            log.warning("leadership lost with the database session",
+                        extra={"action": "beat.leader_lost"})
+        self._leader = False
+
+    def _pass(self) -> None:
+        if self._listener is None:
+            self._listener = _Listener(psycopg2_dsn(self._settings.database_url))
+        listener = self._listener
+        if not self._leader:
+            self._leader = listener.try_lead()
+            if not self._leader:
+                listener.wait(STANDBY_POLL)
+                return
+            log.info("this beat is now the leader", extra={"action": "beat.leader"})
+            self._next_tick = 0.0
+            self._last_fire = None
+        tick_seconds = self._settings.tick_seconds
+        horizon = listener.horizon()
+        mono = time.monotonic()
+        if mono >= self._next_tick:
+            if self._send(TICK, horizon.now):
+                # Ticks keep a steady cadence; after a long stall, restart it.
+                behind = mono - self._next_tick > tick_seconds
+                self._next_tick = (mono if behind else self._next_tick) + tick_seconds
+            else:
+                self._next_tick = mono + ERROR_BACKOFF
+        due = horizon.unscheduled or (
+            horizon.earliest is not None and horizon.earliest <= horizon.now
+        )
+        if due:
+            key = (horizon.earliest, horizon.unscheduled)
+            # The same due slot is re-sent only after a tick period: the worker
+            # is on it, and its commit NOTIFYs us when the horizon moves.
+            if key != self._last_fire or mono - self._last_fire_sent >= tick_seconds:
+                if self._send(FIRE, horizon.earliest or horizon.now):
+                    self._last_fire, self._last_fire_sent = key, mono
+        wait = max(0.0, self._next_tick - time.monotonic())
+        if horizon.earliest is not None and horizon.earliest > horizon.now:
+            # A hair past the slot, so the database agrees it is due when we wake.
+            until_slot = (horizon.earliest - horizon.now).total_seconds() + 0.002
+            wait = min(wait, until_slot)
+        listener.wait(wait)
+
+    def _send(self, task: str, slot: datetime) -> bool:
+        try:
+            self.app.send_task(
+                task,
+                kwargs={"slot": slot.isoformat()},
+                expires=max(2 * self._settings.tick_seconds, 10.0),
+                retry=True,
+                retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
+            )
+        except Exception as exc:  # noqa: BLE001 - any broker failure: log and carry on
+            log.warning(
+                "could not send %s: %s",
+                task,
+                exc,
+                extra={"action": "beat.send_failed", "task": task, "slot": slot.isoformat()},
+            )
+            return False
+        log.debug("sent %s", task, extra={"action": "beat.sent", "task": task,
+                                           "slot": slot.isoformat()})
+        return True

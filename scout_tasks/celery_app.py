@@ -1,0 +1,73 @@
+"""The Celery application: ``celery -A scout_tasks beat|worker|flower`` finds it as ``app``.
+
+Configuration comes from scout-tasks' settings as lazy defaults, so importing
+this module reads no environment; an optional top-level ``celeryconfig``
+module overrides any Celery setting.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init, worker_process_shutdown
+from kombu import Queue
+
+from scout_tasks.errors import ConfigurationError
+from scout_tasks.settings import get_settings
+
+TASK_QUEUE = "scout-tasks"
+
+
+def celery_defaults() -> dict[str, Any]:
+    try:
+        settings = get_settings()
+    except ConfigurationError as exc:
+        # Celery would print a traceback; an operator needs the one line.
+        print(f"scout-tasks: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return {
+        "broker_url": settings.broker_url,
+        "broker_connection_retry_on_startup": True,
+        "beat_scheduler": "scout_tasks.beat:ScoutScheduler",
+        "task_default_queue": TASK_QUEUE,
+        "task_queues": [Queue(TASK_QUEUE, durable=True)],
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        # A task is acknowledged only when it finished; a worker killed mid-task
+        # has it redelivered, which is safe because firing is keyed on the slot.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # Flower shows the tick and fire tasks.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "worker_hijack_root_logger": True,
+        "imports": ("scout_tasks.tasks",),
+    }
+
+
+app = Celery("scout_tasks")
+app.add_defaults(celery_defaults)
+app.config_from_object("celeryconfig", silent=True)
+
+
+@worker_process_init.connect
+def _forget_parent_connections(**_: Any) -> None:
+    # A forked pool child must not share the parent's database sockets.
+    from scout_tasks import db
+
+    db.dispose_engines()
+
+
+@worker_process_shutdown.connect
+def _close_connections(**_: Any) -> None:
+    from scout_tasks import db, tasks
+
+    tasks.close_publisher()
+    db.dispose_engines()

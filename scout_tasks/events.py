@@ -1,0 +1,79 @@
+"""Event payloads: frozen, typed values and the one function that makes them wire bytes.
+
+The shapes are pinned by CONTRACT.md; consumers must tolerate extra keys, so
+inbound models ignore unknown fields and outbound ones never drop known ones.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+TRIGGER = "scout.trigger"
+CANCELLED = "scout.cancelled"
+STARTED = "scout.started"
+PROGRESS = "scout.progress"
+COMPLETED = "scout.completed"
+FAILED = "scout.failed"
+LIFECYCLE_EVENTS = (STARTED, PROGRESS, COMPLETED, FAILED)
+
+
+def iso(dt: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a ``Z``, as the contract's examples write it."""
+    if dt is None:
+        return None
+    text = dt.astimezone(UTC).isoformat()
+    return text.removesuffix("+00:00") + "Z"
+
+
+_HEAD = {"event_id": 0, "event_type": 1, "timestamp": 2}
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    event_id: uuid.UUID
+    timestamp: datetime
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON object for the wire, keys in contract order."""
+        out: dict[str, Any] = {}
+        names = list(type(self).model_fields)
+        # The common keys lead, as in the contract's example.
+        for name in sorted(names, key=lambda n: _HEAD.get(n, len(_HEAD))):
+            value = getattr(self, name)
+            if isinstance(value, datetime):
+                value = iso(value)
+            elif isinstance(value, uuid.UUID):
+                value = str(value)
+            out[name] = value
+        return out
+
+
+class TriggerEvent(_Event):
+    event_type: Literal["scout.trigger"] = TRIGGER
+    run_id: uuid.UUID
+    source: str
+    max_strategies: int
+    trigger_type: Literal["scheduled", "manual", "event"]
+    triggered_by: str | None
+    schedule_id: uuid.UUID | None = None
+    scheduled_for: datetime | None = None
+
+
+class CancelledEvent(_Event):
+    event_type: Literal["scout.cancelled"] = CANCELLED
+    run_id: uuid.UUID
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """Wire bytes for a payload (compact JSON, UTF-8)."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def new_event_id() -> uuid.UUID:
+    return uuid.uuid4()

@@ -1,0 +1,189 @@
+"""The transactional outbox: events written with the run they announce, published after.
+
+An event row is inserted in the same transaction as its run, so either both
+exist or neither does. After the commit the row is locked, published with a
+broker confirm, and deleted. A publish that fails (broker down, connection
+reset, message unroutable, process killed) leaves the row behind, and the
+relay delivers it later with the same ``event_id``. Delivery is therefore at
+least once; consumers deduplicate on ``event_id`` (the ``message_id``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+
+from scout_tasks.errors import PublishError
+from scout_tasks.events import encode
+from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage
+
+log = logging.getLogger(__name__)
+
+# Retry delays for events the broker refused or could not take, in seconds.
+_BACKOFF_CAP = 60
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    event_id: uuid.UUID
+    routing_key: str
+    payload: dict[str, Any]
+    run_id: uuid.UUID | None
+
+
+_ADD = text(
+    """
+    INSERT INTO scout_outbox (event_id, routing_key, payload, run_id)
+    SELECT * FROM unnest(
+        CAST(:event_ids AS uuid[]), CAST(:routing_keys AS text[]),
+        CAST(:payloads AS json[]), CAST(:run_ids AS uuid[])
+    )
+    RETURNING id
+    """
+)
+
+
+def add_events(conn: Connection, events: Sequence[PendingEvent]) -> list[int]:
+    """Queue events inside the caller's transaction; returns their outbox ids."""
+    if not events:
+        return []
+    rows = conn.execute(
+        _ADD,
+        {
+            "event_ids": [str(e.event_id) for e in events],
+            "routing_keys": [e.routing_key for e in events],
+            "payloads": [encode(e.payload).decode() for e in events],
+            "run_ids": [None if e.run_id is None else str(e.run_id) for e in events],
+        },
+    )
+    return [row[0] for row in rows]
+
+
+_LOCK_IDS = text(
+    """
+    SELECT id, event_id, routing_key, payload::text FROM scout_outbox
+    WHERE id = ANY(:ids)
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+    """
+)
+
+_LOCK_AVAILABLE = text(
+    """
+    SELECT id, event_id, routing_key, payload::text FROM scout_outbox
+    WHERE available_at <= now()
+    ORDER BY id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
+)
+
+_DELETE = text("DELETE FROM scout_outbox WHERE id = ANY(:ids)")
+
+_DEFER = text(
+    """
+    UPDATE scout_outbox
+    SET attempts = attempts + 1,
+        last_error = :error,
+        available_at = now() + make_interval(secs => LEAST(:cap, power(2, attempts)))
+    WHERE id = ANY(:ids)
+    """
+)
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    published: int = 0
+    deferred: int = 0
+    failed: bool = False
+
+
+def _deliver_locked(
+    conn: Connection, rows: Sequence[Any], publisher: ConfirmingPublisher
+) -> DeliveryReport:
+    report = DeliveryReport()
+    if not rows:
+        return report
+    by_message: dict[str, int] = {}
+    messages = []
+    for outbox_id, event_id, routing_key, payload in rows:
+        by_message[str(event_id)] = outbox_id
+        messages.append(OutgoingMessage(str(event_id), routing_key, payload.encode()))
+    result = publisher.publish(messages)
+    done = [by_message[m] for m in result.confirmed]
+    if done:
+        conn.execute(_DELETE, {"ids": done})
+    for message_id, reason in result.rejected.items():
+        conn.execute(_DEFER, {"ids": [by_message[message_id]], "error": reason, "cap": _BACKOFF_CAP})
+        log.warning(
+            "event not delivered, kept in the outbox: %s",
+            reason,
+            extra={"action": "outbox.deferred", "event_id": message_id},
+        )
+    report.published = len(done)
+    report.deferred = len(result.rejected)
+    return report
+
+
+def _defer_all(engine: Engine, ids: list[int], error: str) -> None:
+    try:
+        with engine.begin() as conn:
+            conn.execute(_DEFER, {"ids": ids, "error": error[:1000], "cap": _BACKOFF_CAP})
+    except Exception:  # noqa: BLE001 - the rows stay due; the relay retries them anyway
+        log.warning("could not record the failed publish", exc_info=True,
+                    extra={"action": "outbox.defer_failed"})
+
+
+def deliver(engine: Engine, publisher: ConfirmingPublisher, ids: Sequence[int]) -> DeliveryReport:
+    """Publish the given outbox rows now (the ones a transaction just committed).
+
+    Rows another process is already relaying are skipped, not published twice.
+    """
+    if not ids:
+        return DeliveryReport()
+    return _deliver(engine, publisher, _LOCK_IDS, {"ids": list(ids)})
+
+
+def relay(engine: Engine, publisher: ConfirmingPublisher, limit: int = 1000) -> DeliveryReport:
+    """Publish every outbox row that is due, in batches of ``limit``, until none is left."""
+    total = DeliveryReport()
+    while True:
+        report = _deliver(engine, publisher, _LOCK_AVAILABLE, {"limit": limit})
+        total.published += report.published
+        total.deferred += report.deferred
+        if report.failed:
+            total.failed = True
+            return total
+        if report.published + report.deferred < limit:
+            return total
+
+
+def _deliver(
+    engine: Engine, publisher: ConfirmingPublisher, query: Any, params: dict[str, Any]
+) -> DeliveryReport:
+    ids: list[int] = []
+    try:
+        with engine.begin() as conn:
+            rows = conn.execute(query, params).all()
+            ids = [row[0] for row in rows]
+            return _deliver_locked(conn, rows, publisher)
+    except PublishError as exc:
+        log.warning(
+            "publish failed; %d event(s) stay in the outbox: %s",
+            len(ids),
+            exc,
+            extra={"action": "outbox.publish_failed", "count": len(ids)},
+        )
+        if ids:
+            _defer_all(engine, ids, str(exc))
+        return DeliveryReport(failed=True)
+
+
+def backlog(conn: Connection) -> int:
+    """How many events wait in the outbox."""
+    return int(conn.execute(text("SELECT count(*) FROM scout_outbox")).scalar_one())

@@ -1,0 +1,192 @@
+"""Publishing to the topic exchange with batched publisher confirms.
+
+One confirm round trip per batch instead of one per message: publish every
+message, then drain the connection until the broker has acked (or nacked) the
+last delivery tag. Messages are ``mandatory``: one that no queue would receive
+comes back as returned and counts as not delivered, so it stays in the outbox
+until somebody binds a queue, rather than vanishing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import kombu
+from amqp.exceptions import AMQPError
+from kombu import Exchange, Producer
+from kombu.exceptions import KombuError
+
+from scout_tasks.errors import PublishError
+from scout_tasks.settings import mask_url
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    message_id: str
+    routing_key: str
+    body: bytes
+
+
+@dataclass(slots=True)
+class PublishResult:
+    confirmed: set[str] = field(default_factory=set)
+    # Nacked by the broker or returned as unroutable: try again later.
+    rejected: dict[str, str] = field(default_factory=dict)
+
+
+def declare_exchange(channel: Any, name: str) -> Exchange:
+    """Declare the events exchange exactly as the contract pins it."""
+    exchange = Exchange(name, type="topic", durable=True, auto_delete=False)
+    exchange(channel).declare()
+    return exchange
+
+
+class ConfirmingPublisher:
+    """A lazily (re)connected channel in confirm mode. Not thread-safe."""
+
+    def __init__(self, url: str, exchange: str, *, confirm_timeout: float = 15.0) -> None:
+        self.url = url
+        self.exchange_name = exchange
+        self.confirm_timeout = confirm_timeout
+        self._connection: kombu.Connection | None = None
+        self._channel: Any = None
+        self._producer: Producer | None = None
+        self._next_tag = 1
+        self._acked: set[int] = set()
+        self._nacked: set[int] = set()
+        self._acked_upto = 0
+        self._nacked_upto = 0
+        self._returned: dict[str, str] = {}
+
+    # -- connection management -------------------------------------------------
+
+    def _connect(self) -> None:
+        connection = kombu.Connection(self.url, connect_timeout=5, transport_options={})
+        try:
+            connection.connect()
+            channel = connection.channel()
+            channel.confirm_select()
+            channel.events["basic_ack"].add(self._on_ack)
+            channel.events["basic_nack"].add(self._on_nack)
+            channel.events["basic_return"].add(self._on_return)
+            exchange = declare_exchange(channel, self.exchange_name)
+        except Exception:
+            connection.release()
+            raise
+        self._connection = connection
+        self._channel = channel
+        self._producer = Producer(channel, exchange=exchange, auto_declare=False)
+        self._next_tag = 1
+        log.info(
+            "publisher connected",
+            extra={"action": "publisher.connect", "broker": mask_url(self.url)},
+        )
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        self._channel = self._producer = None
+        if connection is not None:
+            try:
+                connection.release()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail too
+                log.debug("publisher close failed", exc_info=True)
+
+    # -- confirm bookkeeping ---------------------------------------------------
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            self._acked_upto = max(self._acked_upto, delivery_tag)
+        else:
+            self._acked.add(delivery_tag)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            self._nacked_upto = max(self._nacked_upto, delivery_tag)
+        else:
+            self._nacked.add(delivery_tag)
+
+    def _on_return(self, exc: Exception, exchange: str, routing_key: str, message: Any) -> None:
+        message_id = message.properties.get("message_id")
+        if message_id:
+            self._returned[str(message_id)] = f"returned by the broker: {exc}"
+
+    def _resolved(self, tag: int) -> bool:
+        return (
+            tag <= self._acked_upto
+            or tag in self._acked
+            or tag <= self._nacked_upto
+            or tag in self._nacked
+        )
+
+    def _nacked_tag(self, tag: int) -> bool:
+        return tag in self._nacked or (tag <= self._nacked_upto and tag not in self._acked)
+
+    # -- publishing ------------------------------------------------------------
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> PublishResult:
+        """Publish ``messages`` and wait for the broker's verdict on each.
+
+        Raises :class:`PublishError` when the connection fails or the broker
+        does not answer in time; then nothing is known to be delivered.
+        """
+        if not messages:
+            return PublishResult()
+        try:
+            return self._publish(messages)
+        except PublishError:
+            self.close()
+            raise
+        except (OSError, AMQPError, KombuError) as exc:
+            self.close()
+            raise PublishError(f"broker unavailable: {exc!r}") from exc
+
+    def _publish(self, messages: Sequence[OutgoingMessage]) -> PublishResult:
+        if self._connection is None:
+            self._connect()
+        assert self._producer is not None and self._connection is not None
+        self._acked.clear()
+        self._nacked.clear()
+        self._returned.clear()
+        tags: dict[int, str] = {}
+        for message in messages:
+            self._producer.publish(
+                message.body,
+                routing_key=message.routing_key,
+                content_type="application/json",
+                content_encoding="utf-8",
+                delivery_mode=2,
+                message_id=message.message_id,
+                mandatory=True,
+                retry=False,
+            )
+            tags[self._next_tag] = message.message_id
+            self._next_tag += 1
+        order = list(tags)
+        waiting = 0
+        deadline = time.monotonic() + self.confirm_timeout
+        while waiting < len(order):
+            if self._resolved(order[waiting]):
+                waiting += 1
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PublishError(f"no confirm from the broker within {self.confirm_timeout}s")
+            try:
+                self._connection.drain_events(timeout=min(remaining, 1.0))
+            except TimeoutError:
+                continue
+        result = PublishResult()
+        for tag, message_id in tags.items():
+            if message_id in self._returned:
+                result.rejected[message_id] = self._returned[message_id]
+            elif self._nacked_tag(tag):
+                result.rejected[message_id] = "nacked by the broker"
+            else:
+                result.confirmed.add(message_id)
+        return result

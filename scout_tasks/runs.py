@@ -1,0 +1,134 @@
+"""Every query on ``scout_runs``, named for what it does."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, insert, select, text
+
+from scout_tasks.errors import RunNotFound
+from scout_tasks.tables import runs
+
+COLUMNS = tuple(runs.c)
+
+
+def _as_dict(row: Row[Any]) -> dict[str, Any]:
+    return dict(row._mapping)
+
+
+@dataclass(frozen=True, slots=True)
+class NewScheduledRun:
+    id: uuid.UUID
+    schedule_id: uuid.UUID
+    scheduled_for: datetime
+    triggered_by: str
+    source: str
+    max_strategies: int
+
+
+_INSERT_SCHEDULED = text(
+    """
+    INSERT INTO scout_runs (id, trigger_type, triggered_by, source, max_strategies,
+                            status, schedule_id, scheduled_for)
+    SELECT u.id, 'scheduled', u.triggered_by, u.source, u.max_strategies,
+           'pending', u.schedule_id, u.scheduled_for
+    FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:triggered_by AS text[]), CAST(:sources AS text[]),
+        CAST(:max_strategies AS int[]), CAST(:schedule_ids AS uuid[]),
+        CAST(:scheduled_for AS timestamptz[])
+    ) AS u(id, triggered_by, source, max_strategies, schedule_id, scheduled_for)
+    ON CONFLICT (schedule_id, scheduled_for) DO NOTHING
+    RETURNING id
+    """
+)
+
+
+def insert_scheduled_runs(conn: Connection, new: Sequence[NewScheduledRun]) -> set[uuid.UUID]:
+    """Insert one pending run per (schedule, slot); return the ids actually inserted.
+
+    A slot that already has a run is skipped by the unique constraint: losing
+    that race to another claimer is a normal outcome, not an error.
+    """
+    if not new:
+        return set()
+    rows = conn.execute(
+        _INSERT_SCHEDULED,
+        {
+            "ids": [str(r.id) for r in new],
+            "triggered_by": [r.triggered_by for r in new],
+            "sources": [r.source for r in new],
+            "max_strategies": [r.max_strategies for r in new],
+            "schedule_ids": [str(r.schedule_id) for r in new],
+            "scheduled_for": [r.scheduled_for for r in new],
+        },
+    )
+    return {row[0] for row in rows}
+
+
+def insert_manual_run(
+    conn: Connection, *, source: str, max_strategies: int, triggered_by: str | None
+) -> dict[str, Any]:
+    row = conn.execute(
+        insert(runs)
+        .values(
+            trigger_type="manual",
+            triggered_by=triggered_by,
+            source=source,
+            max_strategies=max_strategies,
+            status="pending",
+        )
+        .returning(*COLUMNS)
+    ).one()
+    return _as_dict(row)
+
+
+def get_run(conn: Connection, run_id: uuid.UUID, *, lock: bool = False) -> dict[str, Any]:
+    query = select(*COLUMNS).where(runs.c.id == run_id)
+    if lock:
+        query = query.with_for_update()
+    row = conn.execute(query).one_or_none()
+    if row is None:
+        raise RunNotFound(f"no run with id {run_id}")
+    return _as_dict(row)
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    status: str | None = None
+    source: str | None = None
+    schedule_id: uuid.UUID | None = None
+    trigger_type: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+def list_runs(
+    conn: Connection, filters: RunFilter = RunFilter(), *, limit: int = 50, offset: int = 0
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of runs, newest first, and the total matching the filters."""
+    conditions = []
+    if filters.status is not None:
+        conditions.append(runs.c.status == filters.status)
+    if filters.source is not None:
+        conditions.append(runs.c.source == filters.source)
+    if filters.schedule_id is not None:
+        conditions.append(runs.c.schedule_id == filters.schedule_id)
+    if filters.trigger_type is not None:
+        conditions.append(runs.c.trigger_type == filters.trigger_type)
+    if filters.created_after is not None:
+        conditions.append(runs.c.created_at >= filters.created_after)
+    if filters.created_before is not None:
+        conditions.append(runs.c.created_at < filters.created_before)
+    total = conn.execute(select(func.count()).select_from(runs).where(*conditions)).scalar_one()
+    rows = conn.execute(
+        select(*COLUMNS)
+        .where(*conditions)
+        .order_by(runs.c.created_at.desc(), runs.c.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return [_as_dict(r) for r in rows], total

@@ -1,0 +1,267 @@
+"""Every query on ``scout_schedules``, named for what it does.
+
+Writers pass already-validated values (see :mod:`scout_tasks.validation`);
+driver errors are translated here, at the boundary, into scout-tasks errors.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from scout_tasks.errors import DuplicateScheduleName, ScheduleNotFound
+from scout_tasks.tables import schedules
+
+COLUMNS = tuple(schedules.c)
+
+
+def _as_dict(row: Row[Any]) -> dict[str, Any]:
+    return dict(row._mapping)
+
+
+def _translate(exc: IntegrityError, name: str | None) -> Exception:
+    constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+    if constraint == "uq_scout_schedules_name" and name is not None:
+        return DuplicateScheduleName(name)
+    return exc
+
+
+def create_schedule(conn: Connection, values: dict[str, Any]) -> dict[str, Any]:
+    """Insert a schedule; ``values`` holds validated columns including ``next_run_at``."""
+    try:
+        with conn.begin_nested():
+            row = conn.execute(insert(schedules).values(**values).returning(*COLUMNS)).one()
+    except IntegrityError as exc:
+        raise _translate(exc, values.get("name")) from None
+    return _as_dict(row)
+
+
+def get_schedule(conn: Connection, schedule_id: uuid.UUID, *, lock: bool = False) -> dict[str, Any]:
+    query = select(*COLUMNS).where(schedules.c.id == schedule_id)
+    if lock:
+        query = query.with_for_update()
+    row = conn.execute(query).one_or_none()
+    if row is None:
+        raise ScheduleNotFound(f"no schedule with id {schedule_id}")
+    return _as_dict(row)
+
+
+def find_schedule(conn: Connection, key: str) -> dict[str, Any]:
+    """A schedule by id or, failing that, by name (the CLI accepts either)."""
+    try:
+        return get_schedule(conn, uuid.UUID(key))
+    except (ValueError, ScheduleNotFound):
+        pass
+    row = conn.execute(select(*COLUMNS).where(schedules.c.name == key)).one_or_none()
+    if row is None:
+        raise ScheduleNotFound(f"no schedule with id or name {key!r}")
+    return _as_dict(row)
+
+
+def list_schedules(
+    conn: Connection,
+    *,
+    enabled: bool | None = None,
+    source: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of schedules ordered by name, and the total matching the filters."""
+    conditions = []
+    if enabled is not None:
+        conditions.append(schedules.c.enabled == enabled)
+    if source is not None:
+        conditions.append(schedules.c.source == source)
+    total = conn.execute(select(func.count()).select_from(schedules).where(*conditions)).scalar_one()
+    query = select(*COLUMNS).where(*conditions).order_by(schedules.c.name).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
+    return [_as_dict(r) for r in conn.execute(query)], total
+
+
+def update_schedule(
+    conn: Connection, schedule_id: uuid.UUID, values: dict[str, Any]
+) -> dict[str, Any]:
+    try:
+        with conn.begin_nested():
+            row = conn.execute(
+                update(schedules)
+                .where(schedules.c.id == schedule_id)
+                .values(**values)
+                .returning(*COLUMNS)
+            ).one_or_none()
+    except IntegrityError as exc:
+        raise _translate(exc, values.get("name")) from None
+    if row is None:
+        raise ScheduleNotFound(f"no schedule with id {schedule_id}")
+    return _as_dict(row)
+
+
+def delete_schedule(conn: Connection, schedule_id: uuid.UUID) -> None:
+    result = conn.execute(delete(schedules).where(schedules.c.id == schedule_id))
+    if result.rowcount == 0:
+        raise ScheduleNotFound(f"no schedule with id {schedule_id}")
+
+
+def touch_all(conn: Connection) -> None:
+    """Wake every beat (the explicit reload): a no-op write fires the NOTIFY trigger."""
+    conn.execute(text("SELECT pg_notify('scout_schedules', 'reload')"))
+
+
+# --- the scheduler's queries ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DueSchedule:
+    """A schedule claimed for firing, locked until the claiming transaction ends."""
+
+    id: uuid.UUID
+    name: str
+    cron_expression: str
+    timezone: str
+    source: str
+    max_strategies: int
+    next_run_at: datetime
+    misfire_policy: str
+    misfire_grace_seconds: int
+    overlap_policy: str
+    # Status of the previous run, read only for overlap_policy = 'skip'.
+    last_run_status: str | None
+
+
+_CLAIM_DUE = text(
+    """
+    SELECT s.id, s.name, s.cron_expression, s.timezone, s.source, s.max_strategies,
+           s.next_run_at, s.misfire_policy, s.misfire_grace_seconds, s.overlap_policy,
+           CASE WHEN s.overlap_policy = 'skip' THEN
+               (SELECT r.status FROM scout_runs r WHERE r.id = s.last_run_id)
+           END AS last_run_status
+    FROM scout_schedules s
+    WHERE s.enabled AND s.next_run_at <= now()
+    ORDER BY s.next_run_at
+    LIMIT :limit
+    FOR UPDATE OF s SKIP LOCKED
+    """
+)
+
+
+def claim_due(conn: Connection, limit: int) -> list[DueSchedule]:
+    """Lock up to ``limit`` due schedules that no other transaction holds.
+
+    SKIP LOCKED makes concurrent claimers split the work instead of queueing on
+    each other; "due" is measured by the database's clock, which every host shares.
+    """
+    return [DueSchedule(*row) for row in conn.execute(_CLAIM_DUE, {"limit": limit})]
+
+
+_CLAIM_UNSCHEDULED = text(
+    """
+    SELECT id, cron_expression, timezone
+    FROM scout_schedules
+    WHERE enabled AND next_run_at IS NULL AND last_error IS NULL
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
+)
+
+
+def claim_unscheduled(conn: Connection, limit: int) -> list[tuple[uuid.UUID, str, str]]:
+    """Lock enabled schedules whose ``next_run_at`` is NULL (new or changed by SQL)."""
+    return [tuple(row) for row in conn.execute(_CLAIM_UNSCHEDULED, {"limit": limit})]  # type: ignore[misc]
+
+
+_ADVANCE = text(
+    """
+    UPDATE scout_schedules s
+    SET next_run_at = u.next_run_at,
+        last_run_id = COALESCE(u.run_id, s.last_run_id),
+        last_run_at = CASE WHEN u.run_id IS NULL THEN s.last_run_at ELSE now() END,
+        skipped_slots = s.skipped_slots + u.skipped
+    FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:next_run_ats AS timestamptz[]),
+        CAST(:run_ids AS uuid[]), CAST(:skipped AS bigint[])
+    ) AS u(id, next_run_at, run_id, skipped)
+    WHERE s.id = u.id
+    """
+)
+
+
+def advance(
+    conn: Connection,
+    ids: Sequence[uuid.UUID],
+    next_run_ats: Sequence[datetime],
+    run_ids: Sequence[uuid.UUID | None],
+    skipped: Sequence[int],
+) -> None:
+    """Move claimed schedules to their next slot, recording the run each one made."""
+    if not ids:
+        return
+    conn.execute(
+        _ADVANCE,
+        {
+            "ids": [str(i) for i in ids],
+            "next_run_ats": list(next_run_ats),
+            "run_ids": [None if r is None else str(r) for r in run_ids],
+            "skipped": list(skipped),
+        },
+    )
+
+
+_SET_NEXT = text(
+    """
+    UPDATE scout_schedules s
+    SET next_run_at = u.next_run_at, last_error = u.error
+    FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:next_run_ats AS timestamptz[]), CAST(:errors AS text[])
+    ) AS u(id, next_run_at, error)
+    WHERE s.id = u.id
+    """
+)
+
+
+def set_next_run(
+    conn: Connection,
+    ids: Sequence[uuid.UUID],
+    next_run_ats: Sequence[datetime | None],
+    errors: Sequence[str | None],
+) -> None:
+    """Give unscheduled schedules their first slot, or record why they have none."""
+    if not ids:
+        return
+    conn.execute(
+        _SET_NEXT,
+        {"ids": [str(i) for i in ids], "next_run_ats": list(next_run_ats), "errors": list(errors)},
+    )
+
+
+_EARLIEST = text(
+    """
+    SELECT now() AS now,
+           (SELECT next_run_at FROM scout_schedules
+             WHERE enabled AND next_run_at IS NOT NULL
+             ORDER BY next_run_at LIMIT 1) AS earliest,
+           EXISTS (SELECT 1 FROM scout_schedules
+                    WHERE enabled AND next_run_at IS NULL AND last_error IS NULL) AS unscheduled
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Horizon:
+    """What the beat needs to know to sleep: the database's clock and the next slot."""
+
+    now: datetime
+    earliest: datetime | None
+    unscheduled: bool
+
+
+def horizon(conn: Connection) -> Horizon:
+    """Two index probes on the partial due-index, never a scan of all schedules."""
+    row = conn.execute(_EARLIEST).one()
+    return Horizon(row.now, row.earliest, row.unscheduled)

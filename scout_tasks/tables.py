@@ -1,0 +1,141 @@
+"""The database schema as SQLAlchemy Core tables: the one description Alembic compares against.
+
+Defaults live on the server (``server_default``) so that an operator's plain SQL
+INSERT naming only the seed's columns works.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+TERMINAL_STATUSES = ("completed", "failed", "cancelled")
+TRIGGER_TYPES = ("scheduled", "manual", "event")
+MISFIRE_POLICIES = ("coalesce", "skip", "catch_up")
+OVERLAP_POLICIES = ("allow", "skip")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+_now = text("now()")
+
+schedules = Table(
+    "scout_schedules",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("cron_expression", String(255), nullable=False),
+    Column("source", String(255), nullable=False),
+    Column("max_strategies", Integer, nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column(
+        "last_run_id",
+        UUID(as_uuid=True),
+        ForeignKey("scout_runs.id", ondelete="SET NULL", use_alter=True),
+    ),
+    Column("last_run_at", DateTime(timezone=True)),
+    Column("next_run_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("timezone", String(64), nullable=False, server_default=text("'UTC'")),
+    Column("misfire_policy", String(16), nullable=False, server_default=text("'coalesce'")),
+    Column("misfire_grace_seconds", Integer, nullable=False, server_default=text("60")),
+    Column("overlap_policy", String(16), nullable=False, server_default=text("'allow'")),
+    Column("skipped_slots", BigInteger, nullable=False, server_default=text("0")),
+    # Why the scheduler cannot compute this schedule's slots (a bad cron
+    # expression or time zone written with plain SQL); cleared when fixed.
+    Column("last_error", Text),
+    CheckConstraint("max_strategies BETWEEN 1 AND 1000", name="max_strategies_range"),
+    CheckConstraint(_one_of("misfire_policy", MISFIRE_POLICIES), name="misfire_policy"),
+    CheckConstraint(_one_of("overlap_policy", OVERLAP_POLICIES), name="overlap_policy"),
+    CheckConstraint("misfire_grace_seconds >= 0", name="misfire_grace_nonnegative"),
+    # The beat's "when is the next slot" and the tick's "what is due" queries.
+    Index(
+        "ix_scout_schedules_due",
+        "next_run_at",
+        postgresql_where=text("enabled"),
+    ),
+)
+
+runs = Table(
+    "scout_runs",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("trigger_type", String(50), nullable=False),
+    Column("triggered_by", String(255)),
+    Column("source", String(255), nullable=False),
+    Column("max_strategies", Integer, nullable=False),
+    Column("status", String(50), nullable=False, server_default=text("'pending'")),
+    Column("error_message", Text),
+    Column("metrics", JSONB),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("started_at", DateTime(timezone=True)),
+    Column("completed_at", DateTime(timezone=True)),
+    Column(
+        "schedule_id",
+        UUID(as_uuid=True),
+        ForeignKey("scout_schedules.id", ondelete="SET NULL"),
+    ),
+    Column("scheduled_for", DateTime(timezone=True)),
+    # When the last lifecycle event arrived; the stale-run sweep measures from it.
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    # The database says "once": one run per schedule per slot, whatever races.
+    UniqueConstraint("schedule_id", "scheduled_for"),
+    CheckConstraint(_one_of("status", RUN_STATUSES), name="status"),
+    CheckConstraint(_one_of("trigger_type", TRIGGER_TYPES), name="trigger_type"),
+    Index("ix_scout_runs_created_at", "created_at"),
+    Index(
+        "ix_scout_runs_active",
+        "status",
+        "updated_at",
+        postgresql_where=text("status IN ('pending', 'running')"),
+    ),
+)
+
+# Events waiting for the broker's confirm. A row is written in the same
+# transaction as the run it announces and deleted once RabbitMQ confirmed it,
+# so a broker outage or a crash between commit and publish loses nothing.
+outbox = Table(
+    "scout_outbox",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
+    Column("routing_key", String(255), nullable=False),
+    # JSON, not JSONB: the body goes out exactly as it was built.
+    Column("payload", JSON, nullable=False),
+    Column("run_id", UUID(as_uuid=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("available_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text),
+    Index("ix_scout_outbox_available_at", "available_at"),
+)

@@ -1,0 +1,123 @@
+"""Celery tasks: ``tick`` (the periodic safety net) and ``fire`` (a slot came due).
+
+Both carry the slot they are for, and both are idempotent: what a task does
+is decided by the database's state under row locks, so a redelivered,
+retried or duplicated task finds the slot already fired and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+
+from scout_tasks import db, firing, outbox
+from scout_tasks.celery_app import app
+from scout_tasks.publisher import ConfirmingPublisher
+from scout_tasks.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+TICK = "scout_tasks.tick"
+FIRE = "scout_tasks.fire"
+
+_publisher: tuple[int, ConfirmingPublisher] | None = None
+
+
+def get_publisher() -> ConfirmingPublisher:
+    """This process's confirming publisher (one per pool child, made after fork)."""
+    global _publisher
+    if _publisher is None or _publisher[0] != os.getpid():
+        settings = get_settings()
+        _publisher = (os.getpid(), ConfirmingPublisher(settings.broker_url, settings.exchange))
+    return _publisher[1]
+
+
+def close_publisher() -> None:
+    global _publisher
+    if _publisher is not None and _publisher[0] == os.getpid():
+        _publisher[1].close()
+    _publisher = None
+
+
+def _expires() -> float:
+    # A tick or fire that waited longer than this is superseded by a newer one.
+    return max(2 * get_settings().tick_seconds, 10.0)
+
+
+def _fire(slot: str | None, origin: str) -> dict[str, Any]:
+    settings = get_settings()
+    engine = db.get_engine()
+
+    def fan_out() -> None:
+        # A full batch means a burst: let another pool process claim batches too.
+        fire.apply_async(kwargs={"slot": slot}, expires=_expires())
+
+    try:
+        report = firing.fire_due(
+            engine,
+            get_publisher(),
+            batch_size=settings.fire_batch_size,
+            on_full_batch=fan_out,
+        )
+    except DBAPIError as exc:
+        # The next tick tries again; a traceback per tick helps nobody.
+        log.warning(
+            "database unavailable, %s skipped: %s",
+            origin,
+            str(exc.orig).strip().splitlines()[0] if exc.orig else exc,
+            extra={"action": f"{origin}.db_error", "slot": slot},
+        )
+        db.get_engine().dispose()
+        return {"error": "database unavailable"}
+    if report.claimed or report.initialised:
+        log.info(
+            "%s: %d schedule(s) fired, %d run(s), %d event(s) published",
+            origin,
+            report.claimed,
+            report.runs,
+            report.published,
+            extra={"action": f"{origin}.done", "slot": slot, "runs": report.runs},
+        )
+    return {
+        "claimed": report.claimed,
+        "runs": report.runs,
+        "published": report.published,
+        "skipped": report.skipped,
+        "initialised": report.initialised,
+        "invalid": report.invalid,
+        "publish_failed": report.publish_failed,
+    }
+
+
+@app.task(name=FIRE, acks_late=True, ignore_result=True)
+def fire(slot: str | None = None) -> dict[str, Any]:
+    """Fire every schedule due now (sent by the beat the moment a slot comes due)."""
+    return _fire(slot, "fire")
+
+
+@app.task(name=TICK, acks_late=True, ignore_result=True)
+def tick(slot: str | None = None) -> dict[str, Any]:
+    """The periodic safety net: deliver stranded events, then fire anything due."""
+    relayed = 0
+    try:
+        relayed = outbox.relay(db.get_engine(), get_publisher()).published
+    except DBAPIError as exc:
+        log.warning(
+            "database unavailable, outbox relay skipped: %s",
+            exc.orig,
+            extra={"action": "tick.db_error", "slot": slot},
+        )
+        db.get_engine().dispose()
+        return {"error": "database unavailable"}
+    if relayed:
+        log.info(
+            "relayed %d stranded event(s)",
+            relayed,
+            extra={"action": "outbox.relayed", "count": relayed, "slot": slot},
+        )
+    result = _fire(slot, "tick")
+    result["relayed"] = relayed
+    return result
