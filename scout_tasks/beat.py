@@ -20,6 +20,7 @@ any host's clock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import time
@@ -91,10 +92,8 @@ class _Listener:
         return notified
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(psycopg2.Error):
             self.conn.close()
-        except psycopg2.Error:
-            pass
 
 
 class ScoutScheduler(Scheduler):
@@ -162,8 +161,9 @@ class ScoutScheduler(Scheduler):
             self._listener.close()
         self._listener = None
         if self._leader:
-            log.warning("leadership lost with the database session",
-                        extra={"action": "beat.leader_lost"})
+            log.warning(
+                "leadership lost with the database session", extra={"action": "beat.leader_lost"}
+            )
         self._leader = False
 
     def _pass(self) -> None:
@@ -195,9 +195,9 @@ class ScoutScheduler(Scheduler):
             key = (horizon.earliest, horizon.unscheduled)
             # The same due slot is re-sent only after a tick period: the worker
             # is on it, and its commit NOTIFYs us when the horizon moves.
-            if key != self._last_fire or mono - self._last_fire_sent >= tick_seconds:
-                if self._send(FIRE, horizon.earliest or horizon.now):
-                    self._last_fire, self._last_fire_sent = key, mono
+            fresh = key != self._last_fire or mono - self._last_fire_sent >= tick_seconds
+            if fresh and self._send(FIRE, horizon.earliest or horizon.now):
+                self._last_fire, self._last_fire_sent = key, mono
         wait = max(0.0, self._next_tick - time.monotonic())
         if horizon.earliest is not None and horizon.earliest > horizon.now:
             # A hair past the slot, so the database agrees it is due when we wake.
@@ -214,7 +214,7 @@ class ScoutScheduler(Scheduler):
                 retry=True,
                 retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
             )
-        except Exception as exc:  # noqa: BLE001 - any broker failure: log and carry on
+        except Exception as exc:
             log.warning(
                 "could not send %s: %s",
                 task,
@@ -222,6 +222,7 @@ class ScoutScheduler(Scheduler):
                 extra={"action": "beat.send_failed", "task": task, "slot": slot.isoformat()},
             )
             return False
-        log.debug("sent %s", task, extra={"action": "beat.sent", "task": task,
-                                           "slot": slot.isoformat()})
+        log.debug(
+            "sent %s", task, extra={"action": "beat.sent", "task": task, "slot": slot.isoformat()}
+        )
         return True

@@ -17,8 +17,6 @@ from kombu import Queue
 from scout_tasks.errors import ConfigurationError
 from scout_tasks.settings import get_settings
 
-TASK_QUEUE = "scout-tasks"
-
 
 def celery_defaults() -> dict[str, Any]:
     try:
@@ -31,8 +29,8 @@ def celery_defaults() -> dict[str, Any]:
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
         "beat_scheduler": "scout_tasks.beat:ScoutScheduler",
-        "task_default_queue": TASK_QUEUE,
-        "task_queues": [Queue(TASK_QUEUE, durable=True)],
+        "task_default_queue": settings.task_queue,
+        "task_queues": [Queue(settings.task_queue, durable=True)],
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,

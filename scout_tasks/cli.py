@@ -50,7 +50,9 @@ def emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
 
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    cells = [[str(_plain(r.get(c)) if r.get(c) is not None else "-") for c in columns] for r in rows]
+    cells = [
+        [str(_plain(r.get(c)) if r.get(c) is not None else "-") for c in columns] for r in rows
+    ]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
@@ -59,7 +61,9 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 def _record(row: dict[str, Any]) -> str:
     width = max(len(k) for k in row)
-    return "\n".join(f"{k.ljust(width)}  {_plain(v) if v is not None else '-'}" for k, v in row.items())
+    return "\n".join(
+        f"{k.ljust(width)}  {_plain(v) if v is not None else '-'}" for k, v in row.items()
+    )
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -163,15 +167,21 @@ def schedules() -> None:
 
 def _policy_options(func: F) -> F:
     func = click.option(
-        "--overlap-policy", type=click.Choice(["allow", "skip"]), default=None,
+        "--overlap-policy",
+        type=click.Choice(["allow", "skip"]),
+        default=None,
         help="skip: no new run while the previous one is pending or running.",
     )(func)
     func = click.option(
-        "--misfire-grace-seconds", type=int, default=None,
+        "--misfire-grace-seconds",
+        type=int,
+        default=None,
         help="How late a slot may fire and still count as on time.",
     )(func)
     func = click.option(
-        "--misfire-policy", type=click.Choice(["coalesce", "skip", "catch_up"]), default=None,
+        "--misfire-policy",
+        type=click.Choice(["coalesce", "skip", "catch_up"]),
+        default=None,
         help="What to do with slots missed while nothing could fire.",
     )(func)
     return func
@@ -192,9 +202,16 @@ def _given(**values: Any) -> dict[str, Any]:
 @json_option
 @handles_errors
 def schedules_add(
-    name: str, cron_expression: str, source: str, max_strategies: int, timezone: str,
-    disabled: bool, misfire_policy: str | None, misfire_grace_seconds: int | None,
-    overlap_policy: str | None, as_json: bool,
+    name: str,
+    cron_expression: str,
+    source: str,
+    max_strategies: int,
+    timezone: str,
+    disabled: bool,
+    misfire_policy: str | None,
+    misfire_grace_seconds: int | None,
+    overlap_policy: str | None,
+    as_json: bool,
 ) -> None:
     """Create a schedule."""
     from scout_tasks import service
@@ -313,7 +330,15 @@ def schedules_reload() -> None:
 
 # runs ---------------------------------------------------------------------------
 
-RUN_COLUMNS = ("id", "status", "trigger_type", "triggered_by", "source", "scheduled_for", "created_at")
+RUN_COLUMNS = (
+    "id",
+    "status",
+    "trigger_type",
+    "triggered_by",
+    "source",
+    "scheduled_for",
+    "created_at",
+)
 
 
 def _publisher() -> Any:
@@ -357,7 +382,9 @@ def runs() -> None:
 
 
 @runs.command("list")
-@click.option("--status", type=click.Choice(["pending", "running", "completed", "failed", "cancelled"]))
+@click.option(
+    "--status", type=click.Choice(["pending", "running", "completed", "failed", "cancelled"])
+)
 @click.option("--source", default=None)
 @click.option("--schedule", "schedule", default=None, help="Schedule id or name.")
 @click.option("--trigger-type", type=click.Choice(["scheduled", "manual", "event"]))
@@ -365,8 +392,12 @@ def runs() -> None:
 @json_option
 @handles_errors
 def runs_list(
-    status: str | None, source: str | None, schedule: str | None, trigger_type: str | None,
-    limit: int, as_json: bool,
+    status: str | None,
+    source: str | None,
+    schedule: str | None,
+    trigger_type: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """List runs, newest first."""
     from scout_tasks import runs as sql
@@ -393,6 +424,28 @@ def runs_show(run_id: str, as_json: bool) -> None:
     with _engine().connect() as conn:
         row = sql.get_run(conn, _uuid(run_id))
     emit(row, as_json, _record)
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@json_option
+@handles_errors
+def runs_cancel(run_id: str, as_json: bool) -> None:
+    """Cancel a pending or running run and publish scout.cancelled."""
+    from scout_tasks import service
+
+    publisher = _publisher()
+    try:
+        run, delivered = service.cancel_run(_engine(), _uuid(run_id), publisher)
+    finally:
+        publisher.close()
+    if not delivered:
+        click.echo(
+            "warning: the broker did not confirm scout.cancelled yet; "
+            "it is kept in the outbox and sent by the next tick",
+            err=True,
+        )
+    emit(run, as_json, _record)
 
 
 # cron ---------------------------------------------------------------------------

@@ -24,8 +24,10 @@ from cronsim import CronSim, CronSimError
 from scout_tasks.errors import InvalidCronExpression, InvalidInput
 
 _FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
-_MONTHS = frozenset("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())
-_DAYS = frozenset("SUN MON TUE WED THU FRI SAT".split())
+_MONTHS = frozenset(
+    ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
+)
+_DAYS = frozenset(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"])
 _ATOM = re.compile(r"^(\*|[0-9]+|[A-Z]{3})$")
 
 

@@ -244,7 +244,9 @@ def _fire_batch(engine: Engine, batch_size: int, report: FireReport) -> tuple[li
         invalid: list[tuple[uuid.UUID, str]] = []
         for due, p in plans:
             if p is None:
-                invalid.append((due.id, f"cannot evaluate {due.cron_expression!r} in {due.timezone}"))
+                invalid.append(
+                    (due.id, f"cannot evaluate {due.cron_expression!r} in {due.timezone}")
+                )
                 continue
             ids.append(due.id)
             nexts.append(p.next_run_at)

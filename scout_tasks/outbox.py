@@ -119,7 +119,9 @@ def _deliver_locked(
     if done:
         conn.execute(_DELETE, {"ids": done})
     for message_id, reason in result.rejected.items():
-        conn.execute(_DEFER, {"ids": [by_message[message_id]], "error": reason, "cap": _BACKOFF_CAP})
+        conn.execute(
+            _DEFER, {"ids": [by_message[message_id]], "error": reason, "cap": _BACKOFF_CAP}
+        )
         log.warning(
             "event not delivered, kept in the outbox: %s",
             reason,
@@ -134,9 +136,12 @@ def _defer_all(engine: Engine, ids: list[int], error: str) -> None:
     try:
         with engine.begin() as conn:
             conn.execute(_DEFER, {"ids": ids, "error": error[:1000], "cap": _BACKOFF_CAP})
-    except Exception:  # noqa: BLE001 - the rows stay due; the relay retries them anyway
-        log.warning("could not record the failed publish", exc_info=True,
-                    extra={"action": "outbox.defer_failed"})
+    except Exception:
+        log.warning(
+            "could not record the failed publish",
+            exc_info=True,
+            extra={"action": "outbox.defer_failed"},
+        )
 
 
 def deliver(engine: Engine, publisher: ConfirmingPublisher, ids: Sequence[int]) -> DeliveryReport:

@@ -94,7 +94,7 @@ class ConfirmingPublisher:
         if connection is not None:
             try:
                 connection.release()
-            except Exception:  # noqa: BLE001 - closing a broken connection may fail too
+            except Exception:
                 log.debug("publisher close failed", exc_info=True)
 
     # -- confirm bookkeeping ---------------------------------------------------

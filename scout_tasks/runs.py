@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, text
+from sqlalchemy import Connection, Row, func, insert, select, text, update
 
-from scout_tasks.errors import RunNotFound
+from scout_tasks.errors import RunAlreadyTerminal, RunNotFound
 from scout_tasks.tables import runs
 
 COLUMNS = tuple(runs.c)
@@ -132,3 +132,17 @@ def list_runs(
         .offset(offset)
     )
     return [_as_dict(r) for r in rows], total
+
+
+def cancel_run(conn: Connection, run_id: uuid.UUID) -> dict[str, Any]:
+    """Mark a pending or running run cancelled; a terminal run never changes."""
+    row = conn.execute(
+        update(runs)
+        .where(runs.c.id == run_id, runs.c.status.in_(("pending", "running")))
+        .values(status="cancelled", completed_at=func.now(), updated_at=func.now())
+        .returning(*COLUMNS)
+    ).one_or_none()
+    if row is not None:
+        return _as_dict(row)
+    current = get_run(conn, run_id)
+    raise RunAlreadyTerminal(f"run {run_id} is already {current['status']}")

@@ -78,7 +78,9 @@ def list_schedules(
         conditions.append(schedules.c.enabled == enabled)
     if source is not None:
         conditions.append(schedules.c.source == source)
-    total = conn.execute(select(func.count()).select_from(schedules).where(*conditions)).scalar_one()
+    total = conn.execute(
+        select(func.count()).select_from(schedules).where(*conditions)
+    ).scalar_one()
     query = select(*COLUMNS).where(*conditions).order_by(schedules.c.name).offset(offset)
     if limit is not None:
         query = query.limit(limit)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from scout_tasks import cron, outbox, runs, schedules
-from scout_tasks.events import TRIGGER, TriggerEvent
+from scout_tasks.events import CANCELLED, TRIGGER, CancelledEvent, TriggerEvent
 from scout_tasks.publisher import ConfirmingPublisher
 from scout_tasks.validation import ScheduleCreate, ScheduleUpdate, TriggerRequest, parse
 
@@ -33,9 +33,13 @@ def create_schedule(engine: Engine, data: dict[str, Any]) -> dict[str, Any]:
     values = spec.model_dump()
     with engine.begin() as conn:
         if spec.enabled:
-            values["next_run_at"] = cron.next_after(spec.cron_expression, spec.timezone, db_now(conn))
+            values["next_run_at"] = cron.next_after(
+                spec.cron_expression, spec.timezone, db_now(conn)
+            )
         row = schedules.create_schedule(conn, values)
-    log.info("schedule created", extra={"action": "schedule.created", "schedule_id": str(row["id"])})
+    log.info(
+        "schedule created", extra={"action": "schedule.created", "schedule_id": str(row["id"])}
+    )
     return row
 
 
@@ -63,7 +67,9 @@ def update_schedule(engine: Engine, schedule_id: uuid.UUID, data: dict[str, Any]
             row = schedules.update_schedule(
                 conn, schedule_id, {"next_run_at": changes["next_run_at"]}
             )
-    log.info("schedule updated", extra={"action": "schedule.updated", "schedule_id": str(schedule_id)})
+    log.info(
+        "schedule updated", extra={"action": "schedule.updated", "schedule_id": str(schedule_id)}
+    )
     return row
 
 
@@ -74,7 +80,9 @@ def set_enabled(engine: Engine, schedule_id: uuid.UUID, enabled: bool) -> dict[s
 def delete_schedule(engine: Engine, schedule_id: uuid.UUID) -> None:
     with engine.begin() as conn:
         schedules.delete_schedule(conn, schedule_id)
-    log.info("schedule deleted", extra={"action": "schedule.deleted", "schedule_id": str(schedule_id)})
+    log.info(
+        "schedule deleted", extra={"action": "schedule.deleted", "schedule_id": str(schedule_id)}
+    )
 
 
 def reload_schedules(engine: Engine) -> None:
@@ -112,6 +120,23 @@ def trigger_run(
             conn, [outbox.PendingEvent(event.event_id, TRIGGER, event.to_payload(), run["id"])]
         )
     log.info("manual run created", extra={"action": "run.created", "run_id": str(run["id"])})
+    delivered = False
+    if publisher is not None:
+        delivered = outbox.deliver(engine, publisher, ids).published == 1
+    return run, delivered
+
+
+def cancel_run(
+    engine: Engine, run_id: uuid.UUID, publisher: ConfirmingPublisher | None
+) -> tuple[dict[str, Any], bool]:
+    """Cancel a run and publish ``scout.cancelled``; refused for a terminal run."""
+    with engine.begin() as conn:
+        run = runs.cancel_run(conn, run_id)
+        event = CancelledEvent(event_id=uuid.uuid4(), timestamp=db_now(conn), run_id=run_id)
+        ids = outbox.add_events(
+            conn, [outbox.PendingEvent(event.event_id, CANCELLED, event.to_payload(), run_id)]
+        )
+    log.info("run cancelled", extra={"action": "run.cancelled", "run_id": str(run_id)})
     delivered = False
     if publisher is not None:
         delivered = outbox.deliver(engine, publisher, ids).published == 1

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     exchange: str = Field(default="scout", min_length=1, max_length=255)
     tick_seconds: float = Field(default=30.0, gt=0, le=3600)
     api_token: str | None = None
+    # The Celery queue the tick and fire tasks travel on; separate deployments
+    # (or test runs) sharing a vhost use different names.
+    task_queue: str = Field(default="scout-tasks", min_length=1, max_length=255)
     # How many due schedules one transaction claims; bounded so a tick never
     # holds thousands of row locks for long.
     fire_batch_size: int = Field(default=1000, ge=1, le=10000)

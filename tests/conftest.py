@@ -1,0 +1,204 @@
+"""Shared fixtures. Unit tests need no server; the rest talk to the real ones.
+
+- PostgreSQL: a template database is migrated once per session and copied per
+  test (``CREATE DATABASE ... TEMPLATE``), so every test starts from a fresh
+  schema in ~100 ms.
+- RabbitMQ: tests run in their own vhost (``SCOUT_TEST_VHOST``, created by
+  ``.ci/run`` or here with rabbitmqctl) and each test gets a uniquely named
+  exchange and task queue, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import kombu
+import psycopg2
+import pytest
+from kombu import Exchange, Queue
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+ADMIN_URL = os.environ.get("SCOUT_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_ROOT = os.environ.get("SCOUT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
+VHOST = os.environ.get("SCOUT_TEST_VHOST", "scout-tasks-test")
+TEMPLATE = f"scout_test_template_{os.getpid()}"
+
+
+def _admin() -> Any:
+    conn = psycopg2.connect(ADMIN_URL)
+    conn.autocommit = True
+    return conn
+
+
+def _db_url(name: str) -> str:
+    return (
+        make_url(ADMIN_URL)
+        .set(drivername="postgresql+psycopg2", database=name)
+        .render_as_string(hide_password=False)
+    )
+
+
+@pytest.fixture(scope="session")
+def template_db() -> Iterator[str]:
+    from scout_tasks import migrate
+
+    admin = _admin()
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{TEMPLATE}"')
+    migrate.upgrade(_db_url(TEMPLATE))
+    yield TEMPLATE
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture
+def db_url(template_db: str) -> Iterator[str]:
+    """A fresh, migrated database for this test."""
+    name = f"scout_test_{uuid.uuid4().hex[:12]}"
+    admin = _admin()
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    try:
+        yield _db_url(name)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    from scout_tasks.db import make_engine
+
+    eng = make_engine(db_url)
+    yield eng
+    # Every pooled connection must be back in the pool by now: a leak would
+    # show up here as checked-out connections.
+    checked_out = eng.pool.checkedout()  # type: ignore[attr-defined]
+    eng.dispose()
+    assert checked_out == 0, f"{checked_out} database connection(s) leaked"
+
+
+# --- RabbitMQ --------------------------------------------------------------------
+
+
+def _ensure_vhost() -> None:
+    try:
+        with kombu.Connection(f"{AMQP_ROOT}/{quote(VHOST, safe='')}", connect_timeout=3) as conn:
+            conn.connect()
+            return
+    except Exception:
+        pass
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        pytest.fail(f"RabbitMQ vhost {VHOST!r} is missing and rabbitmqctl is not available")
+    subprocess.run([ctl, "add_vhost", VHOST], check=False, capture_output=True, timeout=60)
+    subprocess.run(
+        [ctl, "set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> str:
+    _ensure_vhost()
+    return f"{AMQP_ROOT}/{quote(VHOST, safe='')}"
+
+
+@pytest.fixture
+def exchange_name(broker_url: str) -> Iterator[str]:
+    """A per-test events exchange, deleted afterwards."""
+    name = f"scout-test-{uuid.uuid4().hex[:10]}"
+    yield name
+    with kombu.Connection(broker_url) as conn, contextlib.suppress(Exception):
+        conn.default_channel.exchange_delete(name)
+
+
+@dataclass
+class Received:
+    routing_key: str
+    body: dict[str, Any]
+    properties: dict[str, Any]
+    delivery_info: dict[str, Any]
+    raw: bytes = field(repr=False, default=b"")
+
+
+class EventQueue:
+    """A queue bound to the test's exchange: what an agent would receive."""
+
+    def __init__(self, broker_url: str, exchange: str, binding: str = "scout.#") -> None:
+        self.connection = kombu.Connection(broker_url)
+        self.name = f"scout-test-events-{uuid.uuid4().hex[:8]}"
+        self.exchange = Exchange(exchange, type="topic", durable=True)
+        self.queue = Queue(
+            self.name, self.exchange, routing_key=binding, durable=False, auto_delete=False
+        )
+        self.queue(self.connection.default_channel).declare()
+
+    def get(self, timeout: float = 10.0, count: int = 1) -> list[Received]:
+        """Wait up to ``timeout`` for ``count`` messages; returns what arrived."""
+        out: list[Received] = []
+        deadline = time.monotonic() + timeout
+        bound = self.queue(self.connection.default_channel)
+        while len(out) < count and time.monotonic() < deadline:
+            message = bound.get(no_ack=False)
+            if message is None:
+                time.sleep(0.05)
+                continue
+            message.ack()
+            out.append(
+                Received(
+                    routing_key=message.delivery_info["routing_key"],
+                    body=json.loads(message.body),
+                    properties=dict(message.properties),
+                    delivery_info=dict(message.delivery_info),
+                    raw=message.body,
+                )
+            )
+        return out
+
+    def drain(self, quiet: float = 1.0) -> list[Received]:
+        """Everything that arrives until ``quiet`` seconds pass with nothing new."""
+        out: list[Received] = []
+        while True:
+            got = self.get(timeout=quiet)
+            if not got:
+                return out
+            out.extend(got)
+
+    def close(self) -> None:
+        try:
+            self.queue(self.connection.default_channel).delete()
+        finally:
+            self.connection.release()
+
+
+@pytest.fixture
+def event_queue(broker_url: str, exchange_name: str) -> Iterator[EventQueue]:
+    queue = EventQueue(broker_url, exchange_name)
+    yield queue
+    queue.close()
+
+
+@pytest.fixture
+def publisher(broker_url: str, exchange_name: str) -> Iterator[Any]:
+    from scout_tasks.publisher import ConfirmingPublisher
+
+    pub = ConfirmingPublisher(broker_url, exchange_name)
+    yield pub
+    pub.close()
