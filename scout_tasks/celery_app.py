@@ -11,7 +11,12 @@ import sys
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_process_init,
+    worker_process_shutdown,
+)
 from kombu import Queue
 
 from scout_tasks.errors import ConfigurationError
@@ -53,6 +58,14 @@ def celery_defaults() -> dict[str, Any]:
 app = Celery("scout_tasks")
 app.add_defaults(celery_defaults)
 app.config_from_object("celeryconfig", silent=True)
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_context(logger: Any = None, **_: Any) -> None:
+    from scout_tasks import logs
+
+    logs.install(logger)
 
 
 @worker_process_init.connect

@@ -8,6 +8,7 @@ be reached; never a traceback.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -497,8 +498,22 @@ def api(host: str, port: int) -> None:
     uvicorn.run("scout_tasks.api:create_app", factory=True, host=host, port=port, log_level="info")
 
 
+@cli.command("dev")
+@click.option("--api-port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--no-api", is_flag=True, help="Do not start the HTTP API.")
+@handles_errors
+def dev(api_port: int, no_api: bool) -> int:
+    """Run everything in one terminal: migrate, beat, worker, API, and a live event tail."""
+    from scout_tasks import dev as dev_mode
+
+    return dev_mode.run(get_settings(), api_port=api_port, with_api=not no_api)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: one-line errors, exit 2 for bad input, no tracebacks."""
+    # Library warnings (e.g. an event kept in the outbox) are summarised by
+    # the commands themselves; only errors would add information.
+    logging.basicConfig(level=logging.ERROR, format="scout-tasks: %(levelname)s: %(message)s")
     try:
         result = cli.main(args=argv, prog_name="scout-tasks", standalone_mode=False)
     except CliError as exc:

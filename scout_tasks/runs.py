@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -146,3 +147,208 @@ def cancel_run(conn: Connection, run_id: uuid.UUID) -> dict[str, Any]:
         return _as_dict(row)
     current = get_run(conn, run_id)
     raise RunAlreadyTerminal(f"run {run_id} is already {current['status']}")
+
+
+# --- lifecycle events ---------------------------------------------------------
+#
+# Every statement below changes a run only while it is pending or running: the
+# WHERE clause, not Python, is what keeps a terminal run (completed, failed,
+# cancelled) from ever changing again, whatever order events arrive in and
+# however many workers apply them at once. Run timestamps come from the
+# database's clock, the same one created_at and the stale-run sweep use, so
+# created_at <= started_at <= completed_at holds even when an agent's clock is
+# off. Every applied event sets updated_at: the sweep measures silence from it.
+
+_RECORD_EVENT = text(
+    """
+    INSERT INTO scout_run_events (event_id, run_id, event_type)
+    VALUES (:event_id, :run_id, :event_type)
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+    """
+)
+
+
+def record_run_event(
+    conn: Connection, *, event_id: uuid.UUID, run_id: uuid.UUID, event_type: str
+) -> bool:
+    """Write ``event_id`` to the ledger; False when it was already there (a duplicate).
+
+    A concurrent transaction inserting the same id makes this one wait for its
+    outcome, so exactly one of them gets True.
+    """
+    row = conn.execute(
+        _RECORD_EVENT, {"event_id": event_id, "run_id": run_id, "event_type": event_type}
+    ).one_or_none()
+    return row is not None
+
+
+_MARK_STARTED = text(
+    """
+    UPDATE scout_runs
+    SET status = 'running',
+        started_at = COALESCE(started_at, now()),
+        updated_at = now()
+    WHERE id = :run_id AND status IN ('pending', 'running')
+    RETURNING id
+    """
+)
+
+
+def mark_run_started(conn: Connection, run_id: uuid.UUID) -> bool:
+    """pending -> running with ``started_at``; True when the run is active.
+
+    A run already running (a progress event came first) keeps its started_at
+    but still counts the event as a sign of life.
+    """
+    return conn.execute(_MARK_STARTED, {"run_id": run_id}).one_or_none() is not None
+
+
+_RECORD_PROGRESS = text(
+    """
+    UPDATE scout_runs
+    SET status = 'running',
+        started_at = COALESCE(started_at, now()),
+        updated_at = now(),
+        metrics = CASE
+            WHEN metrics -> 'progress' ->> 'at' IS NULL
+                 OR CAST(metrics -> 'progress' ->> 'at' AS timestamptz)
+                    <= COALESCE(CAST(:at AS timestamptz), now())
+            THEN jsonb_set(
+                COALESCE(metrics, '{}'::jsonb),
+                '{progress}',
+                CAST(:progress AS jsonb)
+                || jsonb_build_object('at', COALESCE(CAST(:at AS timestamptz), now()))
+            )
+            ELSE metrics
+        END
+    WHERE id = :run_id AND status IN ('pending', 'running')
+    RETURNING id
+    """
+)
+
+
+def record_run_progress(
+    conn: Connection, run_id: uuid.UUID, progress: dict[str, Any], at: datetime | None
+) -> bool:
+    """Keep the latest progress in ``metrics['progress']``; True when the run is active.
+
+    The stored object gets an ``at`` key (the event's timestamp, else the
+    database's now()): a progress event that arrives after a newer one (a
+    redelivery, say) does not overwrite it. A progress before any
+    ``scout.started`` means the agent did start, so the run becomes running.
+    """
+    row = conn.execute(
+        _RECORD_PROGRESS, {"run_id": run_id, "progress": json.dumps(progress), "at": at}
+    ).one_or_none()
+    return row is not None
+
+
+_MARK_COMPLETED = text(
+    """
+    UPDATE scout_runs
+    SET status = 'completed',
+        metrics = COALESCE(metrics, '{}'::jsonb) || CAST(:counters AS jsonb),
+        started_at = COALESCE(started_at, now()),
+        completed_at = now(),
+        updated_at = now()
+    WHERE id = :run_id AND status IN ('pending', 'running')
+    RETURNING id
+    """
+)
+
+
+def mark_run_completed(conn: Connection, run_id: uuid.UUID, counters: dict[str, int]) -> bool:
+    """Complete an active run, merging the agent's counters into ``metrics``.
+
+    Also from pending: a ``scout.completed`` that overtook its
+    ``scout.started`` still completes the run (and sets ``started_at``).
+    """
+    row = conn.execute(
+        _MARK_COMPLETED, {"run_id": run_id, "counters": json.dumps(counters)}
+    ).one_or_none()
+    return row is not None
+
+
+_MARK_FAILED = text(
+    """
+    UPDATE scout_runs
+    SET status = 'failed',
+        error_message = :error_message,
+        metrics = CASE
+            WHEN CAST(:stage AS text) IS NULL THEN metrics
+            ELSE COALESCE(metrics, '{}'::jsonb)
+                 || jsonb_build_object('stage', CAST(:stage AS text))
+        END,
+        completed_at = now(),
+        updated_at = now()
+    WHERE id = :run_id AND status IN ('pending', 'running')
+    RETURNING id
+    """
+)
+
+
+def mark_run_failed(
+    conn: Connection, run_id: uuid.UUID, error_message: str, stage: str | None
+) -> bool:
+    """Fail an active run with the agent's message (and the stage, in ``metrics['stage']``)."""
+    row = conn.execute(
+        _MARK_FAILED, {"run_id": run_id, "error_message": error_message, "stage": stage}
+    ).one_or_none()
+    return row is not None
+
+
+def run_status(conn: Connection, run_id: uuid.UUID) -> str | None:
+    """The run's status, or None when there is no such run."""
+    return conn.execute(select(runs.c.status).where(runs.c.id == run_id)).scalar_one_or_none()
+
+
+# The first status IN (...) repeats the predicate of ix_scout_runs_active, so
+# the planner can use that partial index whichever branch matches.
+_FAIL_STALE = text(
+    """
+    UPDATE scout_runs
+    SET status = 'failed',
+        error_message = CASE status
+            WHEN 'pending' THEN :pending_message ELSE :running_message END,
+        completed_at = COALESCE(CAST(:now AS timestamptz), now()),
+        updated_at = COALESCE(CAST(:now AS timestamptz), now())
+    WHERE status IN ('pending', 'running')
+      AND (
+        (status = 'pending' AND created_at < COALESCE(CAST(:now AS timestamptz), now())
+                                             - make_interval(secs => :pending_timeout))
+        OR (status = 'running' AND updated_at < COALESCE(CAST(:now AS timestamptz), now())
+                                                - make_interval(secs => :run_timeout))
+      )
+    RETURNING id, error_message
+    """
+)
+
+
+def fail_stale_runs(
+    conn: Connection,
+    *,
+    now: datetime | None,
+    pending_timeout: float,
+    run_timeout: float,
+    pending_message: str,
+    running_message: str,
+) -> list[tuple[uuid.UUID, str]]:
+    """Fail every run that waited too long; returns (run id, error message) for each.
+
+    A run still pending ``pending_timeout`` seconds after it was created never
+    got its ``scout.started``; a running one with no event for ``run_timeout``
+    seconds lost its agent. ``now`` defaults to the database's clock, the one
+    ``created_at`` and ``updated_at`` were written with.
+    """
+    rows = conn.execute(
+        _FAIL_STALE,
+        {
+            "now": now,
+            "pending_timeout": pending_timeout,
+            "run_timeout": run_timeout,
+            "pending_message": pending_message,
+            "running_message": running_message,
+        },
+    )
+    return [(row.id, row.error_message) for row in rows]

@@ -139,3 +139,20 @@ outbox = Table(
     Column("last_error", Text),
     Index("ix_scout_outbox_available_at", "available_at"),
 )
+
+# Every lifecycle event the worker has recorded, keyed by its event_id: the
+# database says "once", so a redelivered or duplicated event changes nothing.
+# No foreign key to scout_runs, on purpose: an event for an unknown run is
+# recorded too (a redelivery of it is then a plain duplicate), inserting a
+# ledger row never waits on a lock of the run row, and deleting old runs is
+# never blocked or slowed by their events.
+run_events = Table(
+    "scout_run_events",
+    metadata,
+    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    Column("run_id", UUID(as_uuid=True), nullable=False),
+    Column("event_type", String(50), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    # A run's history, and removing it together with the run.
+    Index("ix_scout_run_events_run_id", "run_id"),
+)

@@ -1,0 +1,288 @@
+"""Helpers shared by the integration tests: plain SQL, a scratch database, the CLI, a TCP proxy.
+
+Nothing here fakes PostgreSQL or RabbitMQ; the proxy only sits between the
+publisher and the real broker so a test can cut the connection at will.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from tests.conftest import ADMIN_URL
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCOUT_TASKS = str(Path(sys.executable).with_name("scout-tasks"))
+
+# The events a `scout.trigger` must carry (CONTRACT.md, "Events").
+TRIGGER_KEYS = frozenset(
+    {
+        "event_id",
+        "event_type",
+        "timestamp",
+        "run_id",
+        "source",
+        "max_strategies",
+        "trigger_type",
+        "triggered_by",
+        "schedule_id",
+        "scheduled_for",
+    }
+)
+
+
+# --- plain SQL -------------------------------------------------------------------
+
+
+def execute(engine: Engine, statement: str, **params: Any) -> int:
+    """Run one statement in its own transaction, as an operator's psql would; returns rowcount."""
+    with engine.begin() as conn:
+        return conn.execute(text(statement), params).rowcount
+
+
+def scalar(engine: Engine, statement: str, **params: Any) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(text(statement), params).scalar_one()
+
+
+def rows(engine: Engine, statement: str, **params: Any) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(text(statement), params)]
+
+
+def row(engine: Engine, statement: str, **params: Any) -> dict[str, Any]:
+    found = rows(engine, statement, **params)
+    assert len(found) == 1, f"expected one row, got {len(found)}"
+    return found[0]
+
+
+def count(engine: Engine, table: str) -> int:
+    return int(scalar(engine, f"SELECT count(*) FROM {table}"))
+
+
+def counts(engine: Engine) -> dict[str, int]:
+    """Row counts of every scout table: a refused write must leave all three unchanged."""
+    return {t: count(engine, t) for t in ("scout_schedules", "scout_runs", "scout_outbox")}
+
+
+def insert_due_schedules(
+    engine: Engine,
+    n: int,
+    *,
+    cron: str = "0 * * * *",
+    ago: str = "5 minutes",
+    prefix: str = "due",
+) -> None:
+    """``n`` enabled schedules due ``ago``, inserted by one plain-SQL statement."""
+    execute(
+        engine,
+        """
+        INSERT INTO scout_schedules (name, cron_expression, source, max_strategies, next_run_at)
+        SELECT :prefix || '-' || g, :cron, 'stratninja', 10,
+               date_trunc('second', now()) - CAST(:ago AS interval)
+        FROM generate_series(1, :n) AS g
+        """,
+        prefix=prefix,
+        cron=cron,
+        ago=ago,
+        n=n,
+    )
+
+
+# --- a scratch database ------------------------------------------------------------
+
+
+def _admin() -> Any:
+    conn = psycopg2.connect(ADMIN_URL)
+    conn.autocommit = True
+    return conn
+
+
+@contextlib.contextmanager
+def empty_database() -> Iterator[str]:
+    """A brand-new, empty database (no schema at all); dropped afterwards."""
+    name = f"scout_test_empty_{uuid.uuid4().hex[:12]}"
+    admin = _admin()
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield (
+            make_url(ADMIN_URL)
+            .set(drivername="postgresql+psycopg2", database=name)
+            .render_as_string(hide_password=False)
+        )
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+# --- the console script ---------------------------------------------------------------
+
+
+def run_cli(
+    *args: str, env: Mapping[str, str], cwd: Path, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``scout-tasks`` script with exactly the given SCOUT_* settings.
+
+    ``cwd`` should be an empty directory so no ``.env`` or ``.scout`` of the
+    checkout leaks into the test.
+    """
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SCOUT_")}
+    base.update(env)
+    return subprocess.run(
+        [SCOUT_TASKS, *args],
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        check=False,
+    )
+
+
+# --- a TCP proxy that can cut the broker away --------------------------------------------
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to ``target``; ``cut()`` drops every connection and
+    refuses new ones (the listening socket is closed), ``restore()`` listens again on
+    the same port."""
+
+    def __init__(self, target_host: str = "127.0.0.1", target_port: int = 5672) -> None:
+        self.target = (target_host, target_port)
+        self._lock = threading.Lock()
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._threads: list[threading.Thread] = []
+        self._listener: socket.socket | None = None
+        self.port = 0
+        self._listen()
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def _listen(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        thread = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def cut(self) -> None:
+        """Drop every forwarded connection and stop accepting new ones."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            pairs, self._pairs = self._pairs, []
+        if listener is not None:
+            _close(listener)
+        for client, upstream in pairs:
+            _close(client)
+            _close(upstream)
+
+    def restore(self) -> None:
+        """Accept connections again, on the same port."""
+        with self._lock:
+            if self._listener is not None:
+                return
+        self._listen()
+
+    def close(self) -> None:
+        self.cut()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    @property
+    def connections(self) -> int:
+        with self._lock:
+            return len(self._pairs)
+
+    # -- forwarding ----------------------------------------------------------------
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # the listener was closed by cut()
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                if self._listener is not listener:
+                    _close(client)
+                    _close(upstream)
+                    return
+                self._pairs.append((client, upstream))
+            thread = threading.Thread(target=self._pump, args=(client, upstream), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        peers = {client: upstream, upstream: client}
+        try:
+            while True:
+                readable, _, _ = select.select(list(peers), [], [], 0.2)
+                with self._lock:
+                    alive = (client, upstream) in self._pairs
+                if not alive:
+                    return
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    peers[sock].sendall(data)
+        except (OSError, ValueError):
+            return
+        finally:
+            with self._lock:
+                if (client, upstream) in self._pairs:
+                    self._pairs.remove((client, upstream))
+            _close(client)
+            _close(upstream)
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+# --- the events queue -------------------------------------------------------------------
+
+
+def queue_depth(event_queue: Any) -> int:
+    """Messages ready in the test's events queue, without consuming them."""
+    bound = event_queue.queue(event_queue.connection.default_channel)
+    return int(bound.queue_declare(passive=True).message_count)
+
+
+def wait_for_depth(event_queue: Any, expected: int, timeout: float = 15.0) -> int:
+    """Poll the queue depth until it reaches ``expected`` (or the time is up)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    depth = queue_depth(event_queue)
+    while depth < expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+        depth = queue_depth(event_queue)
+    return depth
