@@ -26,11 +26,13 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any, Literal
 
 import kombu
+from amqp.exceptions import AMQPError
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from kombu.exceptions import KombuError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -576,7 +578,7 @@ def _check_broker(url: str) -> str | None:
     try:
         with kombu.Connection(url, connect_timeout=3) as conn:
             conn.connect()
-    except Exception as exc:  # any failure to connect means "not answering"
+    except (OSError, AMQPError, KombuError) as exc:
         return _first_line(exc)
     return None
 

@@ -214,7 +214,7 @@ class ScoutScheduler(Scheduler):
                 retry=True,
                 retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any broker failure: log, carry on
             log.warning(
                 "could not send %s: %s",
                 task,

@@ -151,7 +151,10 @@ def db_upgrade(revision: str) -> None:
     """Bring the database schema to the latest revision (safe to run again)."""
     from scout_tasks import migrate
 
-    click.echo(f"migrating {mask_url(get_settings().database_url)} to {revision} ...", err=True)
+    url = get_settings().database_url
+    if migrate.ensure_database(url):
+        click.echo(f"created database {mask_url(url)}", err=True)
+    click.echo(f"migrating {mask_url(url)} to {revision} ...", err=True)
     migrate.upgrade(get_settings().database_url, revision)
     click.echo(f"database at {migrate.current(get_settings().database_url)}", err=True)
 
@@ -534,6 +537,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - the contract promises no tracebacks
+        click.echo(f"scout-tasks: error: {type(exc).__name__}: {exc}".splitlines()[0], err=True)
+        return 1
     return result if isinstance(result, int) else 0
 
 

@@ -122,6 +122,8 @@ def run(settings: Settings, *, api_port: int = 8000, with_api: bool = True) -> i
     log_dir.mkdir(parents=True, exist_ok=True)
     _say(f"database {mask_url(settings.database_url)}")
     _say(f"broker {mask_url(settings.broker_url)}, exchange {settings.exchange!r}")
+    if migrate.ensure_database(settings.database_url):
+        _say("created the database")
     _say("migrating the database ...")
     migrate.upgrade(settings.database_url)
     engine = db.get_engine(settings.database_url)

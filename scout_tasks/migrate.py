@@ -7,7 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 # Shipped inside the package (see pyproject.toml) so an installed scout-tasks
@@ -47,5 +48,32 @@ def current(database_url: str) -> str | None:
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def ensure_database(database_url: str) -> bool:
+    """Create the database named in ``database_url`` if it does not exist; True if created.
+
+    Connects to the server's ``postgres`` database to do so, which a local
+    development server allows; on a managed server the database already exists.
+    """
+    url = make_url(database_url)
+    if not url.database:
+        return False
+    engine = create_engine(
+        url.set(database="postgres"), poolclass=NullPool, isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}
+            ).first()
+            if exists:
+                return False
+            conn.execute(
+                text(f'CREATE DATABASE "{url.database.replace(chr(34), chr(34) * 2)}"')
+            )
+            return True
     finally:
         engine.dispose()

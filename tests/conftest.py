@@ -100,7 +100,7 @@ def _ensure_vhost() -> None:
         with kombu.Connection(f"{AMQP_ROOT}/{quote(VHOST, safe='')}", connect_timeout=3) as conn:
             conn.connect()
             return
-    except Exception:
+    except Exception:  # noqa: BLE001 - the vhost may simply not exist yet
         pass
     ctl = shutil.which("rabbitmqctl")
     if ctl is None:

@@ -34,9 +34,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("event_id", name=op.f("pk_scout_run_events")),
     )
-    op.create_index(
-        "ix_scout_run_events_run_id", "scout_run_events", ["run_id"], unique=False
-    )
+    op.create_index("ix_scout_run_events_run_id", "scout_run_events", ["run_id"], unique=False)
 
 
 def downgrade() -> None:

@@ -1,0 +1,273 @@
+"""The one set of write rules (CONTRACT.md, "Validation"): every bound, and the field named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from scout_tasks import validation
+from scout_tasks.errors import InvalidInput
+from scout_tasks.validation import ScheduleCreate, ScheduleUpdate, TriggerRequest
+
+VALID: dict[str, Any] = {
+    "name": "Daily Scout Run",
+    "cron_expression": "0 12 * * *",
+    "source": "stratninja",
+    "max_strategies": 10,
+}
+
+
+def create(**changes: Any) -> ScheduleCreate:
+    return validation.parse(ScheduleCreate, {**VALID, **changes})
+
+
+def refused(model: type[Any], data: Any) -> InvalidInput:
+    with pytest.raises(InvalidInput) as info:
+        validation.parse(model, data)
+    return info.value
+
+
+# --- ScheduleCreate ------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    schedule = create()
+    assert schedule.model_dump() == {
+        **VALID,
+        "timezone": "UTC",
+        "enabled": True,
+        "misfire_policy": "coalesce",
+        "misfire_grace_seconds": 60,
+        "overlap_policy": "allow",
+    }
+
+
+def test_every_field_given() -> None:
+    data = {
+        **VALID,
+        "timezone": "Pacific/Chatham",
+        "enabled": False,
+        "misfire_policy": "catch_up",
+        "misfire_grace_seconds": 0,
+        "overlap_policy": "skip",
+    }
+    assert validation.parse(ScheduleCreate, data).model_dump() == data
+
+
+def test_cron_expression_is_normalised() -> None:
+    assert create(cron_expression=" 0  9 * jan mon ").cron_expression == "0 9 * JAN MON"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", "x"),
+        ("name", "x" * 255),
+        # Characters, not bytes: 255 four-byte characters fit.
+        ("name", "\U0001f680" * 255),
+        ("name", "Ежедневный прогон スカウト 🚀"),
+        ("name", "Robert'); DROP TABLE scout_schedules;--"),
+        ("name", "50% off _all_ [runs] \\ 'quoted' \"double\""),
+        ("source", "s"),
+        ("source", "s" * 50),
+        ("source", "stratninja' OR '1'='1"),
+        ("max_strategies", 1),
+        ("max_strategies", 1000),
+        ("timezone", "America/New_York"),
+        ("timezone", "Australia/Lord_Howe"),
+        ("misfire_grace_seconds", 0),
+    ],
+)
+def test_accepted_verbatim(field: str, value: Any) -> None:
+    assert getattr(create(**{field: value}), field) == value
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", ""),
+        ("name", " "),
+        ("name", " \t\n "),
+        ("name", "x" * 256),
+        ("name", "\U0001f680" * 256),
+        ("name", "x" * 10_000),
+        ("name", "nul\x00inside"),
+        ("name", "\x00"),
+        ("name", 42),
+        ("name", None),
+        ("source", ""),
+        ("source", "   "),
+        ("source", "s" * 51),
+        ("source", "strat\x00ninja"),
+        ("source", ["stratninja"]),
+        ("max_strategies", 0),
+        ("max_strategies", 1001),
+        ("max_strategies", -1),
+        ("max_strategies", "5"),
+        ("max_strategies", True),
+        ("max_strategies", False),
+        ("max_strategies", 1.5),
+        ("max_strategies", None),
+        ("max_strategies", 10**30),
+        ("cron_expression", "0 0 30 2 *"),
+        ("cron_expression", "60 * * * *"),
+        ("cron_expression", "@daily"),
+        ("cron_expression", ""),
+        ("cron_expression", "0 0 * * *\x00"),
+        ("cron_expression", 5),
+        ("timezone", "Mars/Olympus_Mons"),
+        ("timezone", ""),
+        ("timezone", "../etc/passwd"),
+        ("timezone", "America/New_York\x00"),
+        ("enabled", "yes"),
+        ("enabled", 1),
+        ("misfire_policy", "later"),
+        ("misfire_policy", "COALESCE"),
+        ("misfire_policy", ""),
+        ("misfire_policy", None),
+        ("overlap_policy", "queue"),
+        ("overlap_policy", "Skip"),
+        ("overlap_policy", None),
+        ("misfire_grace_seconds", -1),
+        ("misfire_grace_seconds", "60"),
+    ],
+)
+def test_create_refuses_and_names_the_field(field: str, value: Any) -> None:
+    error = refused(ScheduleCreate, {**VALID, field: value})
+    assert error.field == field
+    assert str(error).startswith(f"{field}: ")
+
+
+def test_never_firing_expression_message_says_so() -> None:
+    error = refused(ScheduleCreate, {**VALID, "cron_expression": "0 0 30 2 *"})
+    assert "can never fire" in str(error)
+
+
+def test_blank_name_message() -> None:
+    assert "blank" in str(refused(ScheduleCreate, {**VALID, "name": "   "}))
+
+
+def test_nul_message() -> None:
+    assert "NUL" in str(refused(ScheduleCreate, {**VALID, "name": "a\x00b"}))
+
+
+@pytest.mark.parametrize("missing", ["name", "cron_expression", "source", "max_strategies"])
+def test_required_fields(missing: str) -> None:
+    data = {k: v for k, v in VALID.items() if k != missing}
+    assert refused(ScheduleCreate, data).field == missing
+
+
+@pytest.mark.parametrize("unknown", ["nmae", "producer", "id", "next_run_at", "last_run_id"])
+def test_unknown_fields_are_refused(unknown: str) -> None:
+    error = refused(ScheduleCreate, {**VALID, unknown: "x"})
+    assert error.field == unknown
+    assert "unknown field" in str(error)
+
+
+def test_body_that_is_not_an_object() -> None:
+    assert refused(ScheduleCreate, ["not", "an", "object"]).field == "body"
+
+
+# --- ScheduleUpdate ------------------------------------------------------------------
+
+
+def test_update_changes_only_what_is_given() -> None:
+    assert validation.parse(ScheduleUpdate, {}).changes() == {}
+    update = validation.parse(
+        ScheduleUpdate, {"max_strategies": 20, "cron_expression": "0 6 * * mon"}
+    )
+    assert update.changes() == {"max_strategies": 20, "cron_expression": "0 6 * * MON"}
+
+
+@pytest.mark.parametrize("field", [*VALID, "timezone", "enabled", "misfire_policy"])
+def test_update_explicit_null_is_refused(field: str) -> None:
+    update = validation.parse(ScheduleUpdate, {field: None})
+    with pytest.raises(InvalidInput) as info:
+        update.changes()
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", ""),
+        ("name", "  "),
+        ("name", "x" * 256),
+        ("name", "x\x00"),
+        ("source", "s" * 51),
+        ("source", " "),
+        ("max_strategies", 0),
+        ("max_strategies", 1001),
+        ("max_strategies", -1),
+        ("max_strategies", "5"),
+        ("max_strategies", True),
+        ("max_strategies", 1.5),
+        ("cron_expression", "0 0 30 2 *"),
+        ("cron_expression", "5#2 * * * *"),
+        ("timezone", "Nowhere/Special"),
+        ("enabled", "false"),
+        ("misfire_policy", "sometimes"),
+        ("overlap_policy", "queue"),
+        ("id", "1"),
+    ],
+)
+def test_update_refuses_and_names_the_field(field: str, value: Any) -> None:
+    assert refused(ScheduleUpdate, {field: value}).field == field
+
+
+def test_update_accepts_bounds() -> None:
+    update = validation.parse(
+        ScheduleUpdate, {"name": "n" * 255, "source": "s" * 50, "max_strategies": 1000}
+    )
+    assert update.changes() == {"name": "n" * 255, "source": "s" * 50, "max_strategies": 1000}
+
+
+# --- TriggerRequest ------------------------------------------------------------------
+
+
+def test_trigger_request() -> None:
+    request = validation.parse(TriggerRequest, {"source": "stratninja", "max_strategies": 10})
+    assert request.model_dump() == {
+        "source": "stratninja",
+        "max_strategies": 10,
+        "triggered_by": None,
+    }
+    named = validation.parse(
+        TriggerRequest,
+        {"source": "stratninja", "max_strategies": 1000, "triggered_by": "ops'; --"},
+    )
+    assert named.triggered_by == "ops'; --"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_strategies", 0),
+        ("max_strategies", 1001),
+        ("max_strategies", -1),
+        ("max_strategies", "5"),
+        ("max_strategies", True),
+        ("max_strategies", 1.5),
+        ("source", ""),
+        ("source", "   "),
+        ("source", "s" * 51),
+        ("source", "a\x00"),
+        ("triggered_by", ""),
+        ("triggered_by", "t" * 256),
+        # PostgreSQL text cannot hold NUL: refuse it here, naming the field,
+        # rather than fail later at the INSERT.
+        ("triggered_by", "cron\x00job"),
+        ("schedule_id", "00000000-0000-0000-0000-000000000000"),
+        ("producer", "x"),
+    ],
+)
+def test_trigger_refuses_and_names_the_field(field: str, value: Any) -> None:
+    data = {"source": "stratninja", "max_strategies": 10, field: value}
+    assert refused(TriggerRequest, data).field == field
+
+
+@pytest.mark.parametrize("missing", ["source", "max_strategies"])
+def test_trigger_required_fields(missing: str) -> None:
+    data = {k: v for k, v in {"source": "s", "max_strategies": 1}.items() if k != missing}
+    assert refused(TriggerRequest, data).field == missing
