@@ -114,13 +114,17 @@ def iter_after(expr: str, zone: str, after: datetime) -> Iterator[datetime]:
         yield fire
 
 
-@functools.lru_cache(maxsize=65536)
 def next_after(expr: str, zone: str, after: datetime) -> datetime:
-    """The first fire time strictly after ``after``, in UTC.
+    """The first fire time strictly after ``after``, in UTC."""
+    # Keyed in UTC: two wall times of a repeated hour compare equal in Python
+    # but are different instants.
+    return _next_after_utc(expr, zone, _as_utc(after))
 
-    Cached: every schedule sharing an expression and a zone asks the same
-    question with the same ``after`` when a burst of slots comes due.
-    """
+
+@functools.lru_cache(maxsize=65536)
+def _next_after_utc(expr: str, zone: str, after: datetime) -> datetime:
+    # Cached: every schedule sharing an expression and a zone asks the same
+    # question with the same ``after`` when a burst of slots comes due.
     for fire in iter_after(expr, zone, after):
         return fire.astimezone(UTC)
     raise InvalidCronExpression(f"{expr!r} never fires after {after.isoformat()}")

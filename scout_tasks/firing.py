@@ -70,11 +70,14 @@ def plan(due: DueSchedule, now: datetime) -> Plan:
     if due.misfire_policy == "catch_up":
         missed = [first]
         if several:
-            for fire in cron.iter_after(expr, zone, max(first, grace_start)):
+            # Start a second early: a slot exactly grace_start old is on time.
+            start = max(first, grace_start - timedelta(seconds=1))
+            for fire in cron.iter_after(expr, zone, start):
                 utc = fire.astimezone(UTC)
                 if utc > now:
                     break
-                missed.append(utc)
+                if utc > first:
+                    missed.append(utc)
         slots = tuple(s for s in missed if s >= grace_start)[-MAX_CATCH_UP:]
     else:
         latest = cron.latest_at_or_before(expr, zone, now, first) if several else first

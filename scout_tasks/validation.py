@@ -34,6 +34,10 @@ def _no_blank(value: str) -> str:
     return value
 
 
+def _no_blank_optional(value: str | None) -> str | None:
+    return None if value is None else _no_blank(value)
+
+
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -106,7 +110,7 @@ class TriggerRequest(_Input):
     max_strategies: MaxStrategies
     triggered_by: Annotated[str, Field(min_length=1, max_length=255)] | None = None
 
-    _blank = field_validator("source")(_no_blank)
+    _blank = field_validator("source", "triggered_by")(_no_blank_optional)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -148,9 +148,7 @@ NEW_YORK_SECOND_PASS = [
     ],
     ids=["local-fold1", "fixed-offset", "utc"],
 )
-def test_new_york_after_inside_second_pass(
-    expr: str, expected: list[str], after: datetime
-) -> None:
+def test_new_york_after_inside_second_pass(expr: str, expected: list[str], after: datetime) -> None:
     assert fires(expr, "America/New_York", after, len(expected)) == expected
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -89,14 +90,12 @@ def test_next_after_matches_cronsim(expr: str, zone: str, after: datetime) -> No
 
 @settings(max_examples=100, deadline=None, database=None)
 @given(expr=expressions(), zone=st.sampled_from(ZONES), after=instants)
-def test_next_times_ascend_and_agree_with_next_after(
-    expr: str, zone: str, after: datetime
-) -> None:
+def test_next_times_ascend_and_agree_with_next_after(expr: str, zone: str, after: datetime) -> None:
     times = cron.next_times(expr, zone, after, 5)
     assert len(times) == 5
     utc = [t.astimezone(UTC) for t in times]
     assert utc == sorted(set(utc))
     assert utc[0] == cron.next_after(expr, zone, after)
     # Each answer's successor is the next one: the walk is consistent.
-    for earlier, later in zip(utc, utc[1:], strict=False):
+    for earlier, later in itertools.pairwise(utc):
         assert cron.next_after(expr, zone, earlier) == later
