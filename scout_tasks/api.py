@@ -161,8 +161,8 @@ class ErrorBody(BaseModel):
     field: str | None = None
 
 
-def _error(status: int, detail: str, field: str | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse({"detail": detail, "field": field, **extra}, status_code=status)
+def _error(code: int, detail: str, field: str | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": detail, "field": field, **extra}, status_code=code)
 
 
 def _scout_error(_request: Request, exc: Exception) -> JSONResponse:
