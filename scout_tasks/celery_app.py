@@ -59,6 +59,12 @@ app = Celery("scout_tasks")
 app.add_defaults(celery_defaults)
 app.config_from_object("celeryconfig", silent=True)
 
+# The agents' lifecycle events are consumed inside the worker, living and
+# dying with it.
+from scout_tasks.lifecycle import LifecycleConsumer  # noqa: E402
+
+app.steps["consumer"].add(LifecycleConsumer)
+
 
 @after_setup_logger.connect
 @after_setup_task_logger.connect

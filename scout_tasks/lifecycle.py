@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from celery import bootsteps
 from kombu import Consumer, Producer, Queue, binding
@@ -116,6 +116,8 @@ class _Inbound(BaseModel):
     """What every agent event carries. Unknown keys are ignored (the contract says so)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
+    # The routing key (and event_type) this model is for.
+    EVENT_TYPE: ClassVar[str]
 
     event_id: uuid.UUID
     run_id: uuid.UUID
@@ -134,10 +136,14 @@ class _Inbound(BaseModel):
 
 
 class StartedEvent(_Inbound):
+    EVENT_TYPE = STARTED
+
     source: Text | None = None
 
 
 class ProgressEvent(_Inbound):
+    EVENT_TYPE = PROGRESS
+
     stage: Text
     progress: Percent
     message: Text | None = None
@@ -145,15 +151,19 @@ class ProgressEvent(_Inbound):
 
     def as_metrics(self) -> dict[str, Any]:
         """What ``metrics['progress']`` keeps (the store adds ``at``)."""
+        # 40 stays 40 in the JSON, not 40.0.
+        progress = int(self.progress) if self.progress.is_integer() else self.progress
         return {
             "stage": self.stage,
-            "progress": self.progress,
+            "progress": progress,
             "message": self.message,
             "stage_metrics": self.stage_metrics,
         }
 
 
 class CompletedEvent(_Inbound):
+    EVENT_TYPE = COMPLETED
+
     total_fetched: Count
     validated: Count
     validation_failed: Count
@@ -171,6 +181,8 @@ class CompletedEvent(_Inbound):
 
 
 class FailedEvent(_Inbound):
+    EVENT_TYPE = FAILED
+
     error_message: Text
     stage: Text | None = None
 
@@ -178,12 +190,8 @@ class FailedEvent(_Inbound):
 LifecycleEvent = StartedEvent | ProgressEvent | CompletedEvent | FailedEvent
 
 MODELS: dict[str, type[_Inbound]] = {
-    STARTED: StartedEvent,
-    PROGRESS: ProgressEvent,
-    COMPLETED: CompletedEvent,
-    FAILED: FailedEvent,
+    model.EVENT_TYPE: model for model in (StartedEvent, ProgressEvent, CompletedEvent, FailedEvent)
 }
-assert set(MODELS) == set(LIFECYCLE_EVENTS)
 
 
 class MalformedEvent(ValueError):
@@ -265,9 +273,8 @@ class Outcome:
 
 def apply_event(conn: Connection, event: LifecycleEvent) -> OutcomeKind:
     """Record ``event`` and change its run, inside the caller's transaction."""
-    event_type = _event_type(event)
     if not runs.record_run_event(
-        conn, event_id=event.event_id, run_id=event.run_id, event_type=event_type
+        conn, event_id=event.event_id, run_id=event.run_id, event_type=event.EVENT_TYPE
     ):
         return OutcomeKind.DUPLICATE
     if isinstance(event, StartedEvent):
@@ -283,13 +290,6 @@ def apply_event(conn: Connection, event: LifecycleEvent) -> OutcomeKind:
     if runs.run_status(conn, event.run_id) is None:
         return OutcomeKind.UNKNOWN_RUN
     return OutcomeKind.IGNORED
-
-
-def _event_type(event: LifecycleEvent) -> str:
-    for name, model in MODELS.items():
-        if type(event) is model:
-            return name
-    raise TypeError(f"not a lifecycle event: {event!r}")
 
 
 def _first_line(exc: DBAPIError) -> str:
@@ -313,7 +313,7 @@ def handle_message(
     except MalformedEvent as exc:
         reason = str(exc)[:_MAX_REASON]
         log.warning(
-            "malformed %s message dead-lettered: %s",
+            "malformed %s message set aside: %s",
             routing_key,
             reason,
             extra={
@@ -367,6 +367,19 @@ def handle_message(
 
 # --- settling deliveries ------------------------------------------------------
 
+
+def raw_body(message: Message) -> bytes:
+    """The body's bytes as published.
+
+    py-amqp decodes a body whose ``content_encoding`` it knows into ``str``;
+    encoding it back with the same codec restores the exact bytes.
+    """
+    body = message.body
+    if isinstance(body, str):
+        return body.encode(message.content_encoding or "utf-8")
+    return bytes(body)
+
+
 CallLater = Callable[[float, Callable[[], None]], object]
 
 
@@ -412,7 +425,7 @@ class Listener:
         try:
             outcome = handle_message(
                 self.engine,
-                message.body,
+                raw_body(message),
                 routing_key,
                 None if message_id is None else str(message_id),
             )
@@ -457,7 +470,7 @@ class Listener:
         if message.properties.get("message_id") is not None:
             properties["message_id"] = message.properties["message_id"]
         self.producer.publish(
-            message.body,
+            raw_body(message),
             exchange="",
             routing_key=self.dead_queue,
             headers=headers,
@@ -511,6 +524,10 @@ class LifecycleConsumer(bootsteps.ConsumerStep):
     ``app.steps["consumer"].add(LifecycleConsumer)``.
     """
 
+    # Backoff while the database is unavailable, in seconds.
+    retry_first_delay = RETRY_FIRST_DELAY
+    retry_max_delay = RETRY_MAX_DELAY
+
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self.hub: Any = None
@@ -542,6 +559,8 @@ class LifecycleConsumer(bootsteps.ConsumerStep):
             dead_queue,
             exchange=exchange,
             call_later=self._call_later if self.hub is not None else None,
+            first_delay=self.retry_first_delay,
+            max_delay=self.retry_max_delay,
         )
         log.info(
             "consuming lifecycle events from %s",

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from scout_tasks import db, firing, outbox
+from scout_tasks import db, firing, lifecycle, outbox
 from scout_tasks.celery_app import app
 from scout_tasks.publisher import ConfirmingPublisher
 from scout_tasks.settings import get_settings
@@ -120,4 +120,22 @@ def tick(slot: str | None = None) -> dict[str, Any]:
         )
     result = _fire(slot, "tick")
     result["relayed"] = relayed
+    if "error" not in result:
+        result["stale"] = _sweep(slot)
     return result
+
+
+def _sweep(slot: str | None) -> int:
+    """Fail runs whose agent never started or went silent (they would stay active forever)."""
+    settings = get_settings()
+    try:
+        return lifecycle.sweep_stale_runs(
+            db.get_engine(), None, settings.run_pending_timeout, settings.run_timeout
+        )
+    except DBAPIError as exc:
+        log.warning(
+            "database unavailable, stale-run sweep skipped: %s",
+            exc.orig,
+            extra={"action": "tick.db_error", "slot": slot},
+        )
+        return 0
