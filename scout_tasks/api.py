@@ -42,7 +42,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, create_model
-from sqlalchemy import Connection, Engine, Table, func, select, text
+from sqlalchemy import Connection, Engine, Table, text
 from sqlalchemy.exc import (
     DBAPIError,
     DisconnectionError,
@@ -103,16 +103,6 @@ class SharedPublisher(ConfirmingPublisher):
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> PublishResult:
         with self._lock:
-            reused = self._connection is not None
-            try:
-                return super().publish(messages)
-            except PublishError:
-                if not reused:
-                    raise
-            # A connection kept open between requests may have been closed by the
-            # broker meanwhile; one attempt on a fresh connection tells that apart
-            # from an outage. A duplicate is harmless: consumers dedupe on event_id.
-            log.info("publisher reconnecting", extra={"action": "publisher.reconnect"})
             return super().publish(messages)
 
     def close(self) -> None:
@@ -583,29 +573,6 @@ def _check_broker(url: str) -> str | None:
     return None
 
 
-_RUNS_BY_STATUS = select(runs_table.c.status, func.count()).group_by(runs_table.c.status)
-_SCHEDULE_TOTALS = select(
-    func.count().filter(schedules_table.c.enabled),
-    func.coalesce(func.sum(schedules_table.c.skipped_slots), 0),
-)
-
-
-def _lag_query(now: Any) -> Any:
-    """Bucket counts of ``created_at - scheduled_for`` for scheduled runs created lately.
-
-    Counted in the database, so a scrape reads one row however many runs there are.
-    """
-    lag = func.extract("epoch", runs_table.c.created_at - runs_table.c.scheduled_for)
-    return select(
-        func.count(),
-        func.coalesce(func.sum(lag), 0),
-        *(func.count().filter(lag <= bound) for bound in LAG_BUCKETS),
-    ).where(
-        runs_table.c.scheduled_for.is_not(None),
-        runs_table.c.created_at >= now - LAG_WINDOW,
-    )
-
-
 def collect_metrics(conn: Connection) -> list[Metric]:
     """Every metric, read from the database now.
 
@@ -613,10 +580,10 @@ def collect_metrics(conn: Connection) -> list[Metric]:
     process reports the same numbers as any other.
     """
     by_status = dict.fromkeys(RUN_STATUSES, 0)
-    by_status.update({status: n for status, n in conn.execute(_RUNS_BY_STATUS)})
-    enabled, skipped = conn.execute(_SCHEDULE_TOTALS).one()
+    by_status.update(runs.count_by_status(conn))
+    enabled, skipped = schedules.enabled_and_skipped_totals(conn)
     backlog = outbox.backlog(conn)
-    count, total, *cumulative = conn.execute(_lag_query(func.now())).one()
+    count, total, cumulative = runs.fire_lag_buckets(conn, LAG_BUCKETS, LAG_WINDOW)
 
     runs_metric = GaugeMetricFamily("scout_runs", "Runs by status.", labels=["status"])
     for status, n in by_status.items():

@@ -137,6 +137,20 @@ class ConfirmingPublisher:
         """
         if not messages:
             return PublishResult()
+        reused = self._connection is not None
+        try:
+            return self._attempt(messages)
+        except PublishError:
+            if not reused:
+                raise
+        # A connection kept open between calls may have been closed by the broker
+        # meanwhile (a restart, an idle timeout); one attempt on a fresh connection
+        # tells that apart from an outage. A message the broker did get before the
+        # failure goes out twice with the same message_id, which consumers dedupe.
+        log.info("publisher reconnecting", extra={"action": "publisher.reconnect"})
+        return self._attempt(messages)
+
+    def _attempt(self, messages: Sequence[OutgoingMessage]) -> PublishResult:
         try:
             return self._publish(messages)
         except PublishError:

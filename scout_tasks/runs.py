@@ -6,7 +6,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, insert, select, text, update
@@ -352,3 +352,32 @@ def fail_stale_runs(
         },
     )
     return [(row.id, row.error_message) for row in rows]
+
+
+def count_by_status(conn: Connection) -> dict[str, int]:
+    """How many runs are in each status."""
+    rows = conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status))
+    return {status: int(n) for status, n in rows}
+
+
+def fire_lag_buckets(
+    conn: Connection, bounds: Sequence[float], window: timedelta
+) -> tuple[int, float, list[int]]:
+    """Histogram of ``created_at - scheduled_for`` for scheduled runs created within ``window``.
+
+    Returns (count, sum of seconds, cumulative count per bound), counted in the
+    database so one row comes back however many runs there are.
+    """
+    lag = func.extract("epoch", runs.c.created_at - runs.c.scheduled_for)
+    row = conn.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(lag), 0),
+            *(func.count().filter(lag <= bound) for bound in bounds),
+        ).where(
+            runs.c.scheduled_for.is_not(None),
+            runs.c.created_at >= func.now() - window,
+        )
+    ).one()
+    count, total, *cumulative = row
+    return int(count), float(total), [int(c) for c in cumulative]

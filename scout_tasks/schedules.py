@@ -267,3 +267,14 @@ def horizon(conn: Connection) -> Horizon:
     """Two index probes on the partial due-index, never a scan of all schedules."""
     row = conn.execute(_EARLIEST).one()
     return Horizon(row.now, row.earliest, row.unscheduled)
+
+
+def enabled_and_skipped_totals(conn: Connection) -> tuple[int, int]:
+    """How many schedules are enabled, and how many slots all schedules skipped."""
+    enabled, skipped = conn.execute(
+        select(
+            func.count().filter(schedules.c.enabled),
+            func.coalesce(func.sum(schedules.c.skipped_slots), 0),
+        )
+    ).one()
+    return int(enabled), int(skipped)
