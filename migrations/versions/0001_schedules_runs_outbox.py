@@ -38,9 +38,12 @@ BEGIN
     ) THEN
         NEW.next_run_at := NULL;
     END IF;
-    IF NEW.cron_expression IS DISTINCT FROM OLD.cron_expression
+    -- A fix made by hand clears the error; the scheduler recording one does not.
+    IF NEW.last_error IS NOT DISTINCT FROM OLD.last_error AND (
+        NEW.cron_expression IS DISTINCT FROM OLD.cron_expression
         OR NEW.timezone IS DISTINCT FROM OLD.timezone
-        OR NEW.next_run_at IS DISTINCT FROM OLD.next_run_at THEN
+        OR NEW.next_run_at IS DISTINCT FROM OLD.next_run_at
+    ) THEN
         NEW.last_error := NULL;
     END IF;
     RETURN NEW;

@@ -27,7 +27,7 @@ from tests.conftest import ADMIN_URL
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCOUT_TASKS = str(Path(sys.executable).with_name("scout-tasks"))
 
-# The events a `scout.trigger` must carry (CONTRACT.md, "Events").
+# The keys a `scout.trigger` payload must carry (CONTRACT.md, "Events").
 TRIGGER_KEYS = frozenset(
     {
         "event_id",
@@ -54,11 +54,14 @@ def execute(engine: Engine, statement: str, **params: Any) -> int:
 
 
 def scalar(engine: Engine, statement: str, **params: Any) -> Any:
+    """One value read back. Read-only: the connection is rolled back, so use
+    :func:`execute` (or ``engine.begin()``) for anything that writes."""
     with engine.connect() as conn:
         return conn.execute(text(statement), params).scalar_one()
 
 
 def rows(engine: Engine, statement: str, **params: Any) -> list[dict[str, Any]]:
+    """Every row read back, as dicts (read-only, like :func:`scalar`)."""
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(text(statement), params)]
 

@@ -99,7 +99,7 @@ def test_fire_due_creates_one_run_and_one_event_per_schedule(
         assert event.properties["content_type"] == "application/json"
         assert event.properties["delivery_mode"] == 2
         assert event.properties["message_id"] == body["event_id"]
-        assert TRIGGER_KEYS <= body.keys()
+        assert body.keys() >= TRIGGER_KEYS
         assert uuid.UUID(body["event_id"])
         assert body["event_type"] == "scout.trigger"
         assert body["trigger_type"] == "scheduled"
@@ -163,9 +163,7 @@ def test_a_batch_larger_than_batch_size_fires_everything_once(
         == 2500
     )
     assert scalar(engine, "SELECT count(DISTINCT schedule_id) FROM scout_runs") == 2500
-    assert (
-        scalar(engine, "SELECT count(*) FROM scout_schedules WHERE next_run_at <= now()") == 0
-    )
+    assert scalar(engine, "SELECT count(*) FROM scout_schedules WHERE next_run_at <= now()") == 0
     assert (
         scalar(
             engine,

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
 from scout_tasks import migrate
 from scout_tasks.tables import metadata
-from tests.integration.helpers import empty_database, run_cli
+from tests.integration.helpers import REPO_ROOT, empty_database, run_cli
 
 TABLES = {"scout_schedules", "scout_runs", "scout_outbox"}
+SCRIPTS = ScriptDirectory.from_config(migrate.alembic_config("unused"))
+HEAD = SCRIPTS.get_current_head()
+FIRST = SCRIPTS.get_base()
 
 
 def _engine(url: str) -> Engine:
@@ -56,7 +63,7 @@ def _triggers(url: str) -> set[str]:
 
 
 @pytest.fixture
-def empty_url() -> str:
+def empty_url() -> Iterator[str]:
     with empty_database() as url:
         yield url
 
@@ -65,10 +72,19 @@ def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
     assert _tables(empty_url) == set()
     migrate.upgrade(empty_url)
 
-    assert TABLES <= _tables(empty_url)
-    assert migrate.current(empty_url) == "0001"
+    assert _tables(empty_url) >= TABLES
+    assert migrate.current(empty_url) == HEAD
     assert _drift(empty_url) == []
     assert _triggers(empty_url) == {"scout_schedules_before_update", "scout_schedules_notify"}
+
+    # The comparison is not vacuous: a hand-made change shows up as drift.
+    engine = _engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE scout_outbox DROP COLUMN last_error"))
+    finally:
+        engine.dispose()
+    assert _drift(empty_url) != []
 
 
 def test_downgrade_to_base_and_upgrade_again(empty_url: str) -> None:
@@ -87,8 +103,11 @@ def test_downgrade_to_base_and_upgrade_again(empty_url: str) -> None:
         engine.dispose()
     assert leftovers == []
 
+    # One revision at a time, as a database created by an older release would go.
+    migrate.upgrade(empty_url, FIRST)
+    assert migrate.current(empty_url) == FIRST
     migrate.upgrade(empty_url)
-    assert migrate.current(empty_url) == "0001"
+    assert migrate.current(empty_url) == HEAD
     assert _drift(empty_url) == []
     assert len(_triggers(empty_url)) == 2
 
@@ -104,19 +123,17 @@ def test_upgrading_twice_is_harmless(db_url: str, engine: Engine) -> None:
     migrate.upgrade(db_url)
     migrate.upgrade(db_url)
 
-    assert migrate.current(db_url) == "0001"
+    assert migrate.current(db_url) == HEAD
     assert _drift(db_url) == []
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT name FROM scout_schedules")).scalars().all() == [
-            "keep me"
-        ]
+        assert conn.execute(text("SELECT name FROM scout_schedules")).scalars().all() == ["keep me"]
 
 
 def test_db_upgrade_command(empty_url: str, tmp_path: Path) -> None:
     result = run_cli("db", "upgrade", env={"SCOUT_DATABASE_URL": empty_url}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert migrate.current(empty_url) == "0001"
+    assert migrate.current(empty_url) == HEAD
     assert _drift(empty_url) == []
 
     again = run_cli("db", "upgrade", env={"SCOUT_DATABASE_URL": empty_url}, cwd=tmp_path)
@@ -125,10 +142,7 @@ def test_db_upgrade_command(empty_url: str, tmp_path: Path) -> None:
 
 def test_alembic_from_the_repo_root(empty_url: str) -> None:
     """CONTRACT: `alembic upgrade head` from the repo root works too."""
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[2]
+    root = REPO_ROOT
     if not (root / "alembic.ini").exists():
         pytest.fail("alembic.ini is missing from the repo root")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCOUT_")}
@@ -143,7 +157,7 @@ def test_alembic_from_the_repo_root(empty_url: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert migrate.current(empty_url) == "0001"
+    assert migrate.current(empty_url) == HEAD
 
 
 def test_timestamps_are_timestamptz(engine: Engine) -> None:
@@ -227,7 +241,12 @@ def test_seed_columns_and_foreign_keys(engine: Engine) -> None:
         "scheduled_for",
     } <= run_cols
     fks = {
-        (table, tuple(fk["constrained_columns"]), fk["referred_table"], fk["options"].get("ondelete"))
+        (
+            table,
+            tuple(fk["constrained_columns"]),
+            fk["referred_table"],
+            fk["options"].get("ondelete"),
+        )
         for table in ("scout_schedules", "scout_runs")
         for fk in inspector.get_foreign_keys(table)
     }

@@ -201,7 +201,9 @@ def test_invalid_cron_gets_last_error_and_is_not_retried(engine: Engine, publish
     assert _schedule(engine, "broken")["updated_at"] == broken["updated_at"]
 
     # Fixing the expression with SQL clears the error; the next pass schedules it.
-    execute(engine, "UPDATE scout_schedules SET cron_expression = '5 * * * *' WHERE name = 'broken'")
+    execute(
+        engine, "UPDATE scout_schedules SET cron_expression = '5 * * * *' WHERE name = 'broken'"
+    )
     fixed = _schedule(engine, "broken")
     assert fixed["last_error"] is None
     assert fixed["next_run_at"] is None
