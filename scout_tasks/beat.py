@@ -76,7 +76,7 @@ class _Listener:
 
     def horizon(self) -> schedules.Horizon:
         with self.conn.cursor() as cur:
-            cur.execute(schedules._EARLIEST.text)
+            cur.execute(schedules.HORIZON_QUERY.text)
             now, earliest, unscheduled = cur.fetchone()
         return schedules.Horizon(now, earliest, unscheduled)
 

@@ -242,7 +242,7 @@ def set_next_run(
     )
 
 
-_EARLIEST = text(
+HORIZON_QUERY = text(
     """
     SELECT now() AS now,
            (SELECT next_run_at FROM scout_schedules
@@ -265,7 +265,7 @@ class Horizon:
 
 def horizon(conn: Connection) -> Horizon:
     """Two index probes on the partial due-index, never a scan of all schedules."""
-    row = conn.execute(_EARLIEST).one()
+    row = conn.execute(HORIZON_QUERY).one()
     return Horizon(row.now, row.earliest, row.unscheduled)
 
 
