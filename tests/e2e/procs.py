@@ -22,8 +22,12 @@ class CeleryProcess:
         args = [CELERY, "-A", "scout_tasks", kind, "-l", "info", *extra]
         if kind == "worker":
             args += [
-                "-n", f"e2e-{uuid.uuid4().hex[:8]}@%h",
-                "--without-mingle", "--without-gossip", "-c", "2",
+                "-n",
+                f"e2e-{uuid.uuid4().hex[:8]}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                "-c",
+                "2",
             ]
         elif kind == "beat":
             args += ["-s", str(workdir / f"beat-{uuid.uuid4().hex[:6]}")]

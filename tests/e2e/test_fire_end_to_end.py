@@ -16,8 +16,16 @@ from tests.conftest import EventQueue
 from tests.e2e.procs import CeleryProcess, scout_env
 
 TRIGGER_KEYS = {
-    "event_id", "event_type", "timestamp", "run_id", "source", "max_strategies",
-    "trigger_type", "triggered_by", "schedule_id", "scheduled_for",
+    "event_id",
+    "event_type",
+    "timestamp",
+    "run_id",
+    "source",
+    "max_strategies",
+    "trigger_type",
+    "triggered_by",
+    "schedule_id",
+    "scheduled_for",
 }
 
 
@@ -101,8 +109,7 @@ def test_sql_change_is_honoured_without_restart(
     with engine.begin() as conn:
         conn.execute(
             text(
-                "UPDATE scout_schedules SET next_run_at = now() + interval '1 second'"
-                " WHERE id = :s"
+                "UPDATE scout_schedules SET next_run_at = now() + interval '1 second' WHERE id = :s"
             ),
             {"s": schedule_id},
         )
