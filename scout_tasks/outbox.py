@@ -24,7 +24,8 @@ from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage
 
 log = logging.getLogger(__name__)
 
-# Retry delays for events the broker refused or could not take, in seconds.
+# Longest retry delay, in seconds, for an event the broker refused or could not
+# route (no queue bound yet): that is about the message, not the broker.
 _BACKOFF_CAP = 60
 
 
@@ -132,10 +133,17 @@ def _deliver_locked(
     return report
 
 
-def _defer_all(engine: Engine, ids: list[int], error: str) -> None:
+_NOTE_FAILURE = text(
+    "UPDATE scout_outbox SET attempts = attempts + 1, last_error = :error WHERE id = ANY(:ids)"
+)
+
+
+def _note_failure(engine: Engine, ids: list[int], error: str) -> None:
+    # The broker as a whole was unreachable: the rows stay due (no backoff), so
+    # the first tick after it returns delivers all of them at once.
     try:
         with engine.begin() as conn:
-            conn.execute(_DEFER, {"ids": ids, "error": error[:1000], "cap": _BACKOFF_CAP})
+            conn.execute(_NOTE_FAILURE, {"ids": ids, "error": error[:1000]})
     except Exception:
         log.warning(
             "could not record the failed publish",
@@ -185,7 +193,7 @@ def _deliver(
             extra={"action": "outbox.publish_failed", "count": len(ids)},
         )
         if ids:
-            _defer_all(engine, ids, str(exc))
+            _note_failure(engine, ids, str(exc))
         return DeliveryReport(failed=True)
 
 

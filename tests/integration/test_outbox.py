@@ -53,12 +53,9 @@ def test_a_failed_publish_keeps_the_event_and_the_relay_delivers_it_once(
     assert kept["payload"]["event_id"] == str(kept["event_id"])
     assert kept["attempts"] == 1
     assert kept["last_error"]
-    # Backed off: not due yet, so a relay right now sends nothing.
-    assert scalar(engine, "SELECT available_at > now() FROM scout_outbox") is True
-    assert outbox.relay(engine, publisher).published == 0
-    assert event_queue.get(timeout=0.3) == []
-
-    _make_available(engine)
+    # The broker as a whole was away, which says nothing about this event: it
+    # stays due, so the first relay after the broker returns sends it.
+    assert scalar(engine, "SELECT available_at <= now() FROM scout_outbox") is True
     delivered = outbox.relay(engine, publisher)
 
     assert delivered.published == 1
