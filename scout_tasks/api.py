@@ -219,6 +219,15 @@ def _database_error(_request: Request, exc: Exception) -> JSONResponse:
         return _error(503, f"database unavailable: {_first_line(exc)}")
     if isinstance(exc, DBAPIError) and getattr(exc.orig, "pgcode", None) == "42P01":
         return _error(503, "the database has no scout-tasks tables; run `scout-tasks db upgrade`")
+    if isinstance(exc, DBAPIError) and str(getattr(exc.orig, "pgcode", None) or "").startswith(
+        "22"
+    ):
+        # A value the database cannot store (class 22, data exception) is the
+        # caller's input; validation should have caught it, so log it as a gap.
+        log.warning(
+            "database refused a value: %s", _first_line(exc), extra={"action": "api.data_error"}
+        )
+        return _error(422, f"invalid value: {_first_line(exc)}")
     log.error("database error", exc_info=exc, extra={"action": "api.db_error"})
     return _error(500, "internal error")
 
@@ -247,6 +256,16 @@ def _require_token(
 MUTATING = [Depends(_require_token)]
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON allows a key twice and keeps the last; a scheduler should not guess."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise InvalidInput(key, "given more than once")
+        result[key] = value
+    return result
+
+
 async def _json_object(request: Request) -> dict[str, Any]:
     """The body as a raw JSON object, so :mod:`scout_tasks.validation` alone judges it.
 
@@ -257,7 +276,9 @@ async def _json_object(request: Request) -> dict[str, Any]:
     if not raw.strip():
         raise InvalidInput("body", "a JSON object is required")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, object_pairs_hook=_no_duplicate_keys)
+    except InvalidInput:
+        raise
     except (ValueError, RecursionError) as exc:
         raise InvalidInput("body", f"malformed JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -278,14 +299,22 @@ def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
 ScheduleId = Annotated[uuid.UUID, Path(alias="id", description="The schedule's id.")]
 RunId = Annotated[uuid.UUID, Path(alias="id", description="The run's id.")]
 Page = Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based page number.")]
+# A NUL can never be stored, so it can never match: refuse it like any bad value.
+SourceFilter = Annotated[str | None, Query(max_length=255, pattern=r"^[^\x00]*$")]
 PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page.")]
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def _utc(value: datetime | None, field: str) -> datetime | None:
     """A bare timestamp in a filter means UTC, the zone everything is stored in."""
-    if value is not None and value.tzinfo is None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value
+    try:
+        # PostgreSQL takes offsets up to 15:59; converting here accepts any.
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(field, "is out of range") from None
 
 
 def _page(items: list[dict[str, Any]], total: int, page: int, page_size: int) -> dict[str, Any]:
@@ -367,7 +396,7 @@ def _register_schedule_routes(app: FastAPI) -> None:
     def list_schedules(
         scout: ScoutDep,
         enabled: bool | None = None,
-        source: str | None = None,
+        source: SourceFilter = None,
         page: Page = 1,
         page_size: PageSize = 50,
     ) -> Any:
@@ -507,7 +536,7 @@ def _register_run_routes(app: FastAPI) -> None:
     def list_runs(
         scout: ScoutDep,
         status: RunStatus | None = None,
-        source: str | None = None,
+        source: SourceFilter = None,
         schedule_id: uuid.UUID | None = None,
         trigger_type: TriggerType | None = None,
         created_after: Annotated[
@@ -525,8 +554,8 @@ def _register_run_routes(app: FastAPI) -> None:
             source=source,
             schedule_id=schedule_id,
             trigger_type=trigger_type,
-            created_after=_utc(created_after),
-            created_before=_utc(created_before),
+            created_after=_utc(created_after, "created_after"),
+            created_before=_utc(created_before, "created_before"),
         )
         with scout.engine.connect() as conn:
             items, total = runs.list_runs(

@@ -17,7 +17,7 @@ import functools
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cronsim import CronSim, CronSimError
 
@@ -84,12 +84,19 @@ def get_zone(name: str) -> tzinfo:
     """The ``tzinfo`` for an IANA name; raises :class:`InvalidInput` naming ``timezone``."""
     if name == "UTC":
         return UTC
-    if not name or name != name.strip() or name.startswith(("/", ".")) or ".." in name:
+    if name not in _iana_names():
         raise InvalidInput("timezone", f"unknown time zone {name!r} (use an IANA name)")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise InvalidInput("timezone", f"unknown time zone {name!r} (use an IANA name)") from None
+
+
+@functools.cache
+def _iana_names() -> frozenset[str]:
+    # Only real IANA names: "localtime" follows each host's /etc/localtime, and
+    # the posix/ and right/ trees are not zone names at all.
+    return frozenset(available_timezones()) - {"localtime", "posixrules"}
 
 
 def _as_utc(dt: datetime) -> datetime:
@@ -104,13 +111,20 @@ def iter_after(expr: str, zone: str, after: datetime) -> Iterator[datetime]:
     start = _as_utc(after)
     local = start.astimezone(tz)
     previous = start
-    for fire in CronSim(validate_expression(expr), local):
+    it = CronSim(validate_expression(expr), local)
+    while True:
+        try:
+            fire = next(it)
+            utc = fire.astimezone(UTC)
+        except (StopIteration, OverflowError):
+            # No further fire time, or none before the end of datetime's range.
+            return
         # cronsim walks fixed-time jobs in naive local time, so just after a
         # fall-back it can name a wall time of the first pass that is already
         # behind us; those are not "after".
-        if fire.astimezone(UTC) <= previous:
+        if utc <= previous:
             continue
-        previous = fire.astimezone(UTC)
+        previous = utc
         yield fire
 
 

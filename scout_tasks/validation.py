@@ -22,6 +22,8 @@ assert set(OverlapPolicy.__args__) == set(OVERLAP_POLICIES)  # type: ignore[attr
 
 Name = Annotated[str, Field(min_length=1, max_length=255)]
 Source = Annotated[str, Field(min_length=1, max_length=50)]
+# The column is varchar(255); a longer expression is refused before the database sees it.
+CronText = Annotated[str, Field(max_length=255)]
 MaxStrategies = Annotated[int, Field(ge=1, le=1000, strict=True)]
 Grace = Annotated[int, Field(ge=0, le=7 * 24 * 3600, strict=True)]
 
@@ -44,7 +46,7 @@ class _Input(BaseModel):
 
 class ScheduleCreate(_Input):
     name: Name
-    cron_expression: str
+    cron_expression: CronText
     source: Source
     max_strategies: MaxStrategies
     timezone: str = "UTC"
@@ -71,7 +73,7 @@ class ScheduleUpdate(_Input):
     """A partial update: only the fields given change."""
 
     name: Name | None = None
-    cron_expression: str | None = None
+    cron_expression: CronText | None = None
     source: Source | None = None
     max_strategies: MaxStrategies | None = None
     timezone: str | None = None
