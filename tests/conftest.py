@@ -141,14 +141,23 @@ class Received:
 class EventQueue:
     """A queue bound to the test's exchange: what an agent would receive."""
 
-    def __init__(self, broker_url: str, exchange: str, binding: str = "scout.#") -> None:
+    def __init__(
+        self, broker_url: str, exchange: str, binding: str = "scout.#", *, durable: bool = False
+    ) -> None:
+        self.broker_url = broker_url
         self.connection = kombu.Connection(broker_url)
         self.name = f"scout-test-events-{uuid.uuid4().hex[:8]}"
         self.exchange = Exchange(exchange, type="topic", durable=True)
         self.queue = Queue(
-            self.name, self.exchange, routing_key=binding, durable=False, auto_delete=False
+            self.name, self.exchange, routing_key=binding, durable=durable, auto_delete=False
         )
         self.queue(self.connection.default_channel).declare()
+
+    def reconnect(self) -> None:
+        """A fresh connection, after the broker restarted (the queue must be durable)."""
+        with contextlib.suppress(Exception):
+            self.connection.release()
+        self.connection = kombu.Connection(self.broker_url)
 
     def get(self, timeout: float = 10.0, count: int = 1) -> list[Received]:
         """Wait up to ``timeout`` for ``count`` messages; returns what arrived."""
