@@ -7,6 +7,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from scout_tasks.errors import ConfigurationError
 from scout_tasks.settings import get_settings
 from scout_tasks.tables import metadata
 
@@ -18,7 +19,17 @@ target_metadata = metadata
 
 
 def _url() -> str:
-    return config.attributes.get("database_url") or get_settings().database_url
+    given = config.attributes.get("database_url")
+    if given:
+        return str(given)
+    try:
+        url = get_settings().database_url
+    except ConfigurationError as exc:
+        # One line, like every other scout-tasks entry point, not a traceback.
+        raise SystemExit(f"alembic: {exc}") from None
+    if not url:
+        raise SystemExit("alembic: set SCOUT_DATABASE_URL or run `scout-tasks dev` here")
+    return url
 
 
 def run_migrations_offline() -> None:

@@ -54,6 +54,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 
 from scout_tasks import cron, db, outbox, runs, schedules, service
+from scout_tasks.embedded import broker_transport_options
 from scout_tasks.errors import (
     DuplicateScheduleName,
     InvalidInput,
@@ -595,7 +596,8 @@ def _check_database(engine: Engine) -> str | None:
 
 def _check_broker(url: str) -> str | None:
     try:
-        with kombu.Connection(url, connect_timeout=3) as conn:
+        options = broker_transport_options(url)
+        with kombu.Connection(url, connect_timeout=3, transport_options=options) as conn:
             conn.connect()
     except (OSError, AMQPError, KombuError) as exc:
         return _first_line(exc)

@@ -19,18 +19,22 @@ from celery.signals import (
 )
 from kombu import Queue
 
+from scout_tasks.embedded import broker_transport_options
 from scout_tasks.errors import ConfigurationError
-from scout_tasks.settings import get_settings
+from scout_tasks.settings import get_settings, missing_url_error
 
 
 def celery_defaults() -> dict[str, Any]:
     try:
         settings = get_settings()
+        if settings.broker_url is None:
+            raise missing_url_error(["SCOUT_BROKER_URL"])
+        transport_options = broker_transport_options(settings.broker_url)
     except ConfigurationError as exc:
         # Celery would print a traceback; an operator needs the one line.
         print(f"scout-tasks: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    return {
+    defaults: dict[str, Any] = {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
         "beat_scheduler": "scout_tasks.beat:ScoutScheduler",
@@ -53,6 +57,11 @@ def celery_defaults() -> dict[str, Any]:
         "worker_hijack_root_logger": True,
         "imports": ("scout_tasks.tasks",),
     }
+    if transport_options:
+        # The embedded default's filesystem:// broker: kombu takes its folders
+        # (and a polling interval short enough for on-time events) only here.
+        defaults["broker_transport_options"] = transport_options
+    return defaults
 
 
 app = Celery("scout_tasks")

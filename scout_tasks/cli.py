@@ -26,7 +26,7 @@ from scout_tasks.errors import (
     RunAlreadyTerminal,
     ScoutTasksError,
 )
-from scout_tasks.settings import get_settings, mask_url
+from scout_tasks.settings import get_settings, load_settings, mask_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,14 +86,28 @@ def _fail(message: str, code: int) -> NoReturn:
 def _db_error(exc: DBAPIError) -> NoReturn:
     if isinstance(exc, ProgrammingError) and "does not exist" in str(exc.orig):
         _fail("the database has no scout-tasks tables; run `scout-tasks db upgrade`", 1)
+    if str(getattr(exc.orig, "pgcode", None) or "").startswith("22"):
+        # Class 22 (data exception): a value the database cannot store is bad input.
+        _fail(f"invalid value: {str(exc.orig).strip().splitlines()[0]}", 2)
     detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
     _fail(f"database unavailable ({mask_url(get_settings().database_url)}): {detail}", 1)
+
+
+def _refuse_undecodable(kwargs: dict[str, Any]) -> None:
+    """Arguments that were not UTF-8 arrive with surrogates; nothing could store them."""
+    for name, value in kwargs.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInput(name, "is not valid UTF-8") from None
 
 
 def handles_errors(func: F) -> F:
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            _refuse_undecodable(kwargs)
             return func(*args, **kwargs)
         except InvalidInput as exc:
             _fail(str(exc), 2)
@@ -477,11 +491,14 @@ def cron_next(expression: str, timezone: str, after: str | None, count: int, as_
     else:
         try:
             start = datetime.fromisoformat(after.replace("Z", "+00:00").replace("z", "+00:00"))
+            if start.tzinfo is None:
+                # A bare local time means a wall time in the schedule's zone.
+                start = start.replace(tzinfo=zone)
+            start.astimezone(UTC)
         except ValueError:
             raise InvalidInput("after", f"{after!r} is not an ISO 8601 timestamp") from None
-        if start.tzinfo is None:
-            # A bare local time means a wall time in the schedule's zone.
-            start = start.replace(tzinfo=zone)
+        except OverflowError:
+            raise InvalidInput("after", f"{after!r} is out of range") from None
     times = cron.next_times(expression, timezone, start, count)
     emit([t.isoformat() for t in times], as_json, lambda ts: "\n".join(ts))
 
@@ -504,12 +521,29 @@ def api(host: str, port: int) -> None:
 @cli.command("dev")
 @click.option("--api-port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--no-api", is_flag=True, help="Do not start the HTTP API.")
+@click.option(
+    "--demo-in-seconds",
+    type=click.FloatRange(0.5, 3600),
+    default=None,
+    hidden=True,
+    help="Fire a new demo schedule this many seconds after start (for tests).",
+)
 @handles_errors
-def dev(api_port: int, no_api: bool) -> int:
-    """Run everything in one terminal: migrate, beat, worker, API, and a live event tail."""
+def dev(api_port: int, no_api: bool, demo_in_seconds: float | None) -> int:
+    """Run everything in one terminal: migrate, beat, worker, API, and a live event tail.
+
+    With no SCOUT_DATABASE_URL / SCOUT_BROKER_URL it needs no server: it runs an
+    embedded PostgreSQL and a file-based broker with their state in ./.scout,
+    which every other command run in this folder then uses.
+    """
     from scout_tasks import dev as dev_mode
 
-    return dev_mode.run(get_settings(), api_port=api_port, with_api=not no_api)
+    return dev_mode.run(
+        load_settings(),
+        api_port=api_port,
+        with_api=not no_api,
+        demo_in_seconds=demo_in_seconds,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

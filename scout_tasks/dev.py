@@ -1,35 +1,54 @@
-"""``scout-tasks dev``: the whole system in one terminal, for development.
+"""``scout-tasks dev``: the whole system in one terminal, with no server to install.
 
-Migrates the database, starts a beat, a worker and the HTTP API as child
-processes (their logs go to ``.scout/logs/``), creates a demo schedule when
-there is none, and prints one line per ``scout.*`` event on the exchange.
-Ctrl-C stops every child; none is left behind.
+Unless ``SCOUT_DATABASE_URL`` / ``SCOUT_BROKER_URL`` say otherwise it starts
+(or reuses, when a ``dev`` already runs in this folder) the embedded servers of
+:mod:`scout_tasks.embedded`: a PostgreSQL with its state in ``./.scout`` and a
+``filesystem://`` broker. Then it migrates the database, creates a demo
+schedule when there is none, starts a worker, a beat and the HTTP API as
+child processes (their logs go to ``.scout/logs/``) and prints one line per
+``scout.*`` event on the exchange, with its routing key and ``run_id``.
+
+Every other command run in this folder finds the instance through
+``.scout/dev.json``. Ctrl-C (or SIGTERM) stops the children first, so they let
+go of the database cleanly, then PostgreSQL; none is left behind, and each
+child is also told to stop if ``dev`` itself is killed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import kombu
 from kombu import Exchange, Queue
 
+from scout_tasks import embedded
+from scout_tasks.embedded import DevInstance, Layout, LocalPostgres
 from scout_tasks.settings import Settings, mask_url
 
-STATE_DIR = Path(".scout")
 DEMO_SCHEDULE = {
     "name": "demo: every minute",
     "cron_expression": "* * * * *",
     "source": "demo",
     "max_strategies": 5,
 }
+# The event tail's queue on the filesystem broker. A fixed name, so the queue a
+# killed dev left bound is reused (and purged) instead of filling up forever.
+TAIL_QUEUE = "scout-tasks.dev-tail"
+# How often the filesystem broker's leftovers are pruned, in seconds.
+HOUSEKEEPING_INTERVAL = 30.0
+CHILD_STOP_TIMEOUT = 15.0
 
 
 def _say(message: str) -> None:
@@ -48,10 +67,20 @@ class Children:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, args: list[str]) -> None:
-        log = (self.log_dir / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        with (self.log_dir / f"{name}.log").open("ab") as log:
+            self.procs[name] = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                # SIGTERM is a warm shutdown for celery and a graceful one for uvicorn.
+                preexec_fn=embedded.child_setup(signal.SIGTERM),
+            )
+
+    def pids(self) -> dict[str, int]:
+        return {name: proc.pid for name, proc in self.procs.items()}
 
     def check(self) -> str | None:
         for name, proc in self.procs.items():
@@ -59,7 +88,7 @@ class Children:
                 return name
         return None
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float = CHILD_STOP_TIMEOUT) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -74,34 +103,173 @@ class Children:
                 proc.wait(timeout=5)
 
 
-def _ensure_demo_schedule(engine: Any) -> None:
+@dataclass(slots=True)
+class Servers:
+    """The database and broker this dev uses, and whether it must stop the database."""
+
+    settings: Settings
+    # Started by this dev: stopped by it too.
+    postgres: LocalPostgres | None = None
+    # The running dev whose servers this one reuses.
+    reused: DevInstance | None = None
+
+
+def _start_servers(servers: Servers, layout: Layout) -> None:
+    """Resolve each unset URL to the embedded default, starting PostgreSQL if needed.
+
+    Fills ``servers`` as it goes, so a failure half-way still leaves the caller
+    what it must stop.
+    """
+    raw = servers.settings
+    database_url, broker_url = raw.database_url, raw.broker_url
+    running = embedded.running_instance(layout)
+    if database_url is None:
+        if running is not None:
+            servers.reused = running
+            database_url = running.database_url
+            _say(
+                f"reusing the PostgreSQL of the `scout-tasks dev` already running here "
+                f"(pid {running.dev_pid})"
+            )
+        else:
+            postgres = LocalPostgres(layout)
+            first_run = not (layout.pgdata / "PG_VERSION").exists()
+            setup = f" (first run: initialising {layout.relative(layout.pgdata)})"
+            _say(f"starting PostgreSQL{setup if first_run else ''} ...")
+            started = time.monotonic()
+            servers.postgres = postgres
+            postgres.start()
+            _say(
+                f"PostgreSQL ready in {time.monotonic() - started:.1f}s "
+                f"(Unix socket in {layout.relative(postgres.socket_dir)}, no TCP port; "
+                f"log {layout.relative(postgres.log_path)})"
+            )
+            if postgres.account is not None:
+                _say(
+                    f"running as root: PostgreSQL runs as {postgres.account.name!r}, "
+                    f"which owns {layout.relative(layout.pgdata)} and "
+                    f"{layout.relative(postgres.socket_dir)}"
+                )
+            database_url = postgres.url
+    else:
+        _say(f"database {mask_url(database_url)}")
+    if broker_url is None:
+        broker_url = running.broker_url if running is not None else embedded.broker_url(layout)
+        _say(
+            f"broker: kombu's filesystem transport in {layout.relative(layout.broker_dir)} "
+            "(one host, development only)"
+        )
+    else:
+        _say(f"broker {mask_url(broker_url)}")
+    embedded.broker_transport_options(broker_url)  # creates the folders, checks the URL
+    servers.settings = raw.model_copy(
+        update={"database_url": database_url, "broker_url": broker_url}
+    )
+
+
+def _record(layout: Layout, servers: Servers, children: Children, api_url: str | None) -> None:
+    """Write ``.scout/dev.json`` so other commands run here find this instance."""
+    assert servers.postgres is not None
+    settings = servers.settings
+    assert settings.database_url is not None and settings.broker_url is not None
+    embedded.write_state(
+        layout,
+        DevInstance(
+            folder=str(layout.folder),
+            database_url=settings.database_url,
+            broker_url=settings.broker_url,
+            postgres_pid=servers.postgres.pid,
+            dev_pid=os.getpid(),
+            pgdata=str(layout.pgdata),
+            started_at=embedded.now_iso(),
+            api_url=api_url,
+            children=children.pids(),
+        ),
+    )
+
+
+def _prepare_database(database_url: str) -> None:
+    from scout_tasks import migrate
+
+    if migrate.ensure_database(database_url):
+        _say("created the database")
+    _say("migrating the database ...")
+    started = time.monotonic()
+    migrate.upgrade(database_url)
+    _say(
+        f"database at revision {migrate.current(database_url)} ({time.monotonic() - started:.1f}s)"
+    )
+
+
+def _ensure_demo_schedule(engine: Any, first_in: float | None) -> None:
+    """Create the demo schedule when there are no schedules at all.
+
+    ``first_in`` (the hidden ``--demo-in-seconds``, for tests) sets its first
+    ``next_run_at`` that many seconds ahead, off the cron grid, as an operator
+    may; afterwards it returns to its minutes.
+    """
     from scout_tasks import schedules, service
+    from scout_tasks.validation import ScheduleCreate, parse
 
     with engine.connect() as conn:
         _rows, total = schedules.list_schedules(conn, limit=1)
-    if total == 0:
+    if total:
+        return
+    if first_in is None:
         row = service.create_schedule(engine, DEMO_SCHEDULE)
-        _say(
-            f"created demo schedule {row['name']!r} (fires every minute, next {row['next_run_at']})"
-        )
+    else:
+        values = parse(ScheduleCreate, DEMO_SCHEDULE).model_dump()
+        with engine.begin() as conn:
+            values["next_run_at"] = service.db_now(conn) + timedelta(seconds=first_in)
+            row = schedules.create_schedule(conn, values)
+    _say(
+        f"created demo schedule {row['name']!r} (fires every minute, "
+        f"next at {row['next_run_at']:%H:%M:%S} UTC)"
+    )
 
 
 @contextlib.contextmanager
-def _event_tail(settings: Settings) -> Iterator[tuple[kombu.Connection, Queue]]:
-    connection = kombu.Connection(settings.broker_url, connect_timeout=5)
-    exchange = Exchange(settings.exchange, type="topic", durable=True)
-    queue = Queue(
-        f"scout-tasks.dev-tail.{uuid.uuid4().hex[:8]}",
-        exchange,
-        routing_key="scout.#",
-        exclusive=True,
-        auto_delete=True,
-        durable=False,
+def _event_tail(settings: Settings, *, shared: bool) -> Iterator[tuple[kombu.Connection, Queue]]:
+    """A queue bound to ``scout.#`` on the events exchange, and its connection.
+
+    On RabbitMQ it is an exclusive auto-delete queue. The filesystem transport
+    has neither: the queue is purged when dev starts and deleted when it stops
+    (``shared``: another dev in this folder owns the fixed name, so this one
+    takes its own).
+    """
+    assert settings.broker_url is not None
+    filesystem = embedded.is_filesystem_url(settings.broker_url)
+    connection = kombu.Connection(
+        settings.broker_url,
+        connect_timeout=5,
+        transport_options=embedded.broker_transport_options(settings.broker_url),
     )
+    exchange = Exchange(settings.exchange, type="topic", durable=True)
+    if filesystem:
+        name = f"{TAIL_QUEUE}.{os.getpid()}" if shared else TAIL_QUEUE
+        queue = Queue(name, exchange, routing_key="scout.#", durable=False, auto_delete=False)
+    else:
+        queue = Queue(
+            f"{TAIL_QUEUE}.{uuid.uuid4().hex[:8]}",
+            exchange,
+            routing_key="scout.#",
+            exclusive=True,
+            auto_delete=True,
+            durable=False,
+        )
+    bound = queue(connection.default_channel)
     try:
-        queue(connection.default_channel).declare()
+        bound.declare()
+        if filesystem:
+            bound.purge()
         yield connection, queue
     finally:
+        if filesystem:
+            # Best effort on the way out: a queue left behind is purged next start.
+            with contextlib.suppress(Exception):
+                bound.purge()
+            with contextlib.suppress(Exception):
+                bound.delete()
         connection.release()
 
 
@@ -115,62 +283,150 @@ def _print_event(body: Any, message: Any) -> None:
     message.ack()
 
 
-def run(settings: Settings, *, api_port: int = 8000, with_api: bool = True) -> int:
-    from scout_tasks import db, migrate
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
-    log_dir = STATE_DIR / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    _say(f"database {mask_url(settings.database_url)}")
-    _say(f"broker {mask_url(settings.broker_url)}, exchange {settings.exchange!r}")
-    if migrate.ensure_database(settings.database_url):
-        _say("created the database")
-    _say("migrating the database ...")
-    migrate.upgrade(settings.database_url)
-    engine = db.get_engine(settings.database_url)
-    _ensure_demo_schedule(engine)
-    children = Children(log_dir)
-    stopping = False
 
-    def _stop(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
+def _child_env(settings: Settings) -> dict[str, str]:
+    """Our environment with the resolved URLs, so children never depend on their cwd."""
+    assert settings.database_url is not None and settings.broker_url is not None
+    env = dict(os.environ)
+    env.update(
+        SCOUT_DATABASE_URL=settings.database_url,
+        SCOUT_BROKER_URL=settings.broker_url,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
 
-    signal.signal(signal.SIGTERM, _stop)
+
+def _start_children(
+    children: Children, settings: Settings, layout: Layout, api_port: int | None
+) -> str | None:
+    """Start the worker, the beat and (unless ``api_port`` is None) the API; the API's URL."""
+    celery = _bin("celery")
+    env = _child_env(settings)
+    names = "worker, beat and HTTP API" if api_port is not None else "worker and beat"
+    _say(f"starting {names} ...")
+    # Two pool processes start and stop faster than one per CPU, and are plenty here.
+    worker = [celery, "-A", "scout_tasks", "worker", "-l", "info", "-c", "2", "-n", "dev@%h"]
+    children.start("worker", worker, env)
+    schedule_file = str(layout.state / "celerybeat-schedule")
+    children.start(
+        "beat", [celery, "-A", "scout_tasks", "beat", "-l", "info", "-s", schedule_file], env
+    )
+    if api_port is None:
+        return None
+    children.start("api", [_bin("scout-tasks"), "api", "--port", str(api_port)], env)
+    api_url = f"http://127.0.0.1:{api_port}"
+    _say(f"HTTP API on {api_url} (OpenAPI at {api_url}/docs)")
+    return api_url
+
+
+def _watch(
+    connection: kombu.Connection, queue: Queue, servers: Servers, children: Children, log_dir: Path
+) -> int:
+    """Print events until a child or the database dies (1); Ctrl-C ends it from outside."""
+    assert servers.settings.broker_url is not None
+    broker_url = servers.settings.broker_url
+    next_housekeeping = 0.0
+    with kombu.Consumer(connection, [queue], callbacks=[_print_event], accept=["json"]):
+        while True:
+            with contextlib.suppress(TimeoutError):
+                connection.drain_events(timeout=0.5)
+            dead = children.check()
+            if dead:
+                _say(f"{dead} exited; see {log_dir / f'{dead}.log'}")
+                return 1
+            if servers.postgres is not None and not servers.postgres.running():
+                _say(f"PostgreSQL exited; see {servers.postgres.log_path}")
+                return 1
+            if servers.reused is not None and not embedded.postgres_running(
+                servers.reused.postgres_pid, Path(servers.reused.pgdata)
+            ):
+                owner = servers.reused.dev_pid
+                _say(f"the `scout-tasks dev` (pid {owner}) whose PostgreSQL this one used stopped")
+                return 1
+            if time.monotonic() >= next_housekeeping:
+                next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL
+                embedded.prune_broker(broker_url)
+
+
+def run(
+    raw: Settings,
+    *,
+    api_port: int = 8000,
+    with_api: bool = True,
+    demo_in_seconds: float | None = None,
+) -> int:
+    """Run everything until Ctrl-C or SIGTERM (0), or until a part dies (1)."""
+    from scout_tasks import db
+
+    started = time.monotonic()
+    layout = Layout.here()
+    layout.prepare()
+    children = Children(layout.log_dir)
+    servers = Servers(settings=raw)
+    engine: Any = None
+    # SIGTERM stops dev exactly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        with _event_tail(settings) as (connection, queue):
-            celery = _bin("celery")
-            children.start("worker", [celery, "-A", "scout_tasks", "worker", "-l", "info"])
-            children.start(
-                "beat",
-                [
-                    celery,
-                    "-A",
-                    "scout_tasks",
-                    "beat",
-                    "-l",
-                    "info",
-                    "-s",
-                    str(STATE_DIR / "celerybeat-schedule"),
-                ],
+        _start_servers(servers, layout)
+        settings = servers.settings
+        assert settings.database_url is not None
+        _prepare_database(settings.database_url)
+        if servers.postgres is not None:
+            # Other commands run here find the instance from now on, migrated.
+            _record(layout, servers, children, api_url=None)
+        engine = db.get_engine(settings.database_url)
+        _ensure_demo_schedule(engine, demo_in_seconds)
+        with _event_tail(settings, shared=servers.reused is not None) as (connection, queue):
+            port: int | None = api_port if with_api else None
+            if port is not None and not _port_free(port):
+                _say(f"port {port} is in use: the HTTP API is not started (try --api-port)")
+                port = None
+            api_url = _start_children(children, settings, layout, port)
+            if servers.postgres is not None:
+                _record(layout, servers, children, api_url)
+            shared = (
+                " commands run in this folder use this instance;"
+                if servers.postgres is not None
+                else ""
             )
-            if with_api:
-                children.start("api", [_bin("scout-tasks"), "api", "--port", str(api_port)])
-                _say(f"HTTP API on http://127.0.0.1:{api_port} (OpenAPI at /docs)")
-            _say(f"beat and worker started; logs in {log_dir}/. Ctrl-C stops everything.")
+            _say(
+                f"ready in {time.monotonic() - started:.1f}s; logs in "
+                f"{layout.relative(layout.log_dir)}/;{shared} Ctrl-C stops everything."
+            )
             _say("waiting for scout.* events ...")
-            with kombu.Consumer(connection, [queue], callbacks=[_print_event], accept=["json"]):
-                while not stopping:
-                    with contextlib.suppress(TimeoutError):
-                        connection.drain_events(timeout=0.5)
-                    dead = children.check()
-                    if dead:
-                        _say(f"{dead} exited; see {log_dir}/{dead}.log")
-                        return 1
+            return _watch(connection, queue, servers, children, layout.log_dir)
     except KeyboardInterrupt:
-        pass
+        return 0
     finally:
-        _say("stopping ...")
+        # A second Ctrl-C reaches the children (a cold shutdown for the worker);
+        # dev itself carries on stopping in order.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop(layout, servers, children, engine)
+
+
+def _stop(layout: Layout, servers: Servers, children: Children, engine: Any) -> None:
+    """Children first, so they let go of the database cleanly; then PostgreSQL."""
+    stopping = time.monotonic()
+    if children.procs:
+        _say(f"stopping {', '.join(children.procs)} ...")
         children.stop()
+    if engine is not None:
         engine.dispose()
-        _say("stopped")
-    return 0
+    postgres = servers.postgres
+    started_postgres = postgres is not None and postgres.proc is not None
+    if postgres is not None and started_postgres:
+        _say("stopping PostgreSQL ...")
+        postgres.stop()
+    embedded.remove_state(layout, os.getpid())
+    if children.procs or started_postgres:
+        _say(f"stopped in {time.monotonic() - stopping:.1f}s")

@@ -71,9 +71,7 @@ def ensure_database(database_url: str) -> bool:
             ).first()
             if exists:
                 return False
-            conn.execute(
-                text(f'CREATE DATABASE "{url.database.replace(chr(34), chr(34) * 2)}"')
-            )
+            conn.execute(text(f'CREATE DATABASE "{url.database.replace(chr(34), chr(34) * 2)}"'))
             return True
     finally:
         engine.dispose()

@@ -5,6 +5,11 @@ message, then drain the connection until the broker has acked (or nacked) the
 last delivery tag. Messages are ``mandatory``: one that no queue would receive
 comes back as returned and counts as not delivered, so it stays in the outbox
 until somebody binds a queue, rather than vanishing.
+
+A broker without confirms (the embedded default's kombu ``filesystem://``
+transport) takes the other path: each message is written synchronously
+before ``publish`` returns, and that is all the confirmation such a
+transport can give (see :meth:`ConfirmingPublisher._publish_unconfirmed`).
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from amqp.exceptions import AMQPError
 from kombu import Exchange, Producer
 from kombu.exceptions import KombuError
 
+from scout_tasks.embedded import broker_transport_options
 from scout_tasks.errors import PublishError
-from scout_tasks.settings import mask_url
+from scout_tasks.settings import mask_url, missing_url_error
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +56,11 @@ def declare_exchange(channel: Any, name: str) -> Exchange:
 class ConfirmingPublisher:
     """A lazily (re)connected channel in confirm mode. Not thread-safe."""
 
-    def __init__(self, url: str, exchange: str, *, confirm_timeout: float = 15.0) -> None:
+    def __init__(self, url: str | None, exchange: str, *, confirm_timeout: float = 15.0) -> None:
+        if not url:
+            # No SCOUT_BROKER_URL and no `scout-tasks dev` here: say so before a
+            # caller writes a run whose event could go nowhere.
+            raise missing_url_error(["SCOUT_BROKER_URL"])
         self.url = url
         self.exchange_name = exchange
         self.confirm_timeout = confirm_timeout
@@ -63,24 +73,34 @@ class ConfirmingPublisher:
         self._acked_upto = 0
         self._nacked_upto = 0
         self._returned: dict[str, str] = {}
+        # Whether the connected broker speaks AMQP 0-9-1 with publisher confirms.
+        self._confirms = True
 
     # -- connection management -------------------------------------------------
 
     def _connect(self) -> None:
-        connection = kombu.Connection(self.url, connect_timeout=5, transport_options={})
+        # Empty for AMQP; the folders for a filesystem:// broker.
+        options = broker_transport_options(self.url)
+        connection = kombu.Connection(self.url, connect_timeout=5, transport_options=options)
         try:
             connection.connect()
             channel = connection.channel()
-            channel.confirm_select()
-            channel.events["basic_ack"].add(self._on_ack)
-            channel.events["basic_nack"].add(self._on_nack)
-            channel.events["basic_return"].add(self._on_return)
+            confirms = connection.transport.driver_type == "amqp"
+            if confirms:
+                channel.confirm_select()
+                channel.events["basic_ack"].add(self._on_ack)
+                channel.events["basic_nack"].add(self._on_nack)
+                channel.events["basic_return"].add(self._on_return)
+            # Also what makes a kombu virtual transport route to the topic
+            # exchange's bindings: without this declaration in this process it
+            # would drop every message silently.
             exchange = declare_exchange(channel, self.exchange_name)
         except Exception:
             connection.release()
             raise
         self._connection = connection
         self._channel = channel
+        self._confirms = confirms
         self._producer = Producer(channel, exchange=exchange, auto_declare=False)
         self._next_tag = 1
         log.info(
@@ -164,6 +184,8 @@ class ConfirmingPublisher:
         if self._connection is None:
             self._connect()
         assert self._producer is not None and self._connection is not None
+        if not self._confirms:
+            return self._publish_unconfirmed(messages)
         self._acked.clear()
         self._nacked.clear()
         self._returned.clear()
@@ -204,3 +226,33 @@ class ConfirmingPublisher:
             else:
                 result.confirmed.add(message_id)
         return result
+
+    def _publish_unconfirmed(self, messages: Sequence[OutgoingMessage]) -> PublishResult:
+        """Publish to a broker without confirms or returns; every message published counts.
+
+        kombu's virtual transports (the filesystem one in particular) have no
+        publisher confirms and no ``mandatory`` returns: ``publish`` writes the
+        message for each bound queue before it returns, and drops one that no
+        queue would receive. A publish that returns is therefore as delivered
+        as such a broker can make it (the filesystem transport does not fsync).
+        An error raises, via :meth:`_attempt`, :class:`PublishError`: the whole
+        batch stays in the outbox and messages written before the error go out
+        again with the same ``message_id``, which consumers dedupe.
+        """
+        assert self._producer is not None
+        for message in messages:
+            self._producer.publish(
+                message.body,
+                routing_key=message.routing_key,
+                content_type="application/json",
+                content_encoding="utf-8",
+                delivery_mode=2,
+                message_id=message.message_id,
+                retry=False,
+            )
+        log.debug(
+            "published %d message(s) without confirms",
+            len(messages),
+            extra={"action": "publisher.published_unconfirmed", "count": len(messages)},
+        )
+        return PublishResult(confirmed={message.message_id for message in messages})

@@ -2,20 +2,24 @@
 
 The variable names are part of the contract (CONTRACT.md); everything else about
 the process reads its configuration from :func:`get_settings`.
+
+``SCOUT_DATABASE_URL`` and ``SCOUT_BROKER_URL`` have no fixed default: unset,
+they mean the embedded servers of the ``scout-tasks dev`` running in the
+current folder (recorded in ``./.scout/dev.json``), so every command run there
+uses the same instance. A URL that is set always wins.
 """
 
 from __future__ import annotations
 
 import functools
-from urllib.parse import urlsplit, urlunsplit
+import re
+from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scout_tasks.errors import ConfigurationError
-
-DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/scout"
-DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 class Settings(BaseSettings):
@@ -23,8 +27,9 @@ class Settings(BaseSettings):
         env_prefix="SCOUT_", env_file=".env", extra="ignore", frozen=True
     )
 
-    database_url: str = DEFAULT_DATABASE_URL
-    broker_url: str = DEFAULT_BROKER_URL
+    # None: the embedded servers of the `scout-tasks dev` running here (see resolve()).
+    database_url: str | None = None
+    broker_url: str | None = None
     exchange: str = Field(default="scout", min_length=1, max_length=255)
     tick_seconds: float = Field(default=30.0, gt=0, le=3600)
     api_token: str | None = None
@@ -37,9 +42,17 @@ class Settings(BaseSettings):
     run_pending_timeout: float = Field(default=3600.0, gt=0)
     run_timeout: float = Field(default=6 * 3600.0, gt=0)
 
+    @field_validator("database_url", "broker_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: object) -> object:
+        # `export SCOUT_DATABASE_URL=` means "not set", not "an invalid URL".
+        return None if value == "" else value
+
     @field_validator("database_url")
     @classmethod
-    def _postgres_only(cls, value: str) -> str:
+    def _postgres_only(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.startswith(("postgresql", "postgres://")):
             raise ValueError("must be a PostgreSQL URL (postgresql+psycopg2://...)")
         if value.startswith("postgres://"):
@@ -55,24 +68,81 @@ class Settings(BaseSettings):
 
 
 def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced, for logs and banners."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    userinfo = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
+    """Return ``url`` with any password replaced, for logs, banners and errors.
+
+    Works on the text rather than a parsed URL: a password holding ``#``, ``/``
+    or ``?`` makes URL parsers split in the wrong place and show it.
+    """
+    masked = _USERINFO_PASSWORD.sub(r"\1:***@", url)
+    return _QUERY_PASSWORD.sub(r"\1***", masked)
 
 
-@functools.cache
-def get_settings() -> Settings:
-    """The process's settings, validated once; a bad value is a one-line error."""
+# scheme://user:password@ -- the password runs to the last "@" before the host.
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*):.*@(?=[^@]*$)")
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd)=)[^&]*", re.IGNORECASE)
+
+
+def load_settings() -> Settings:
+    """The settings as configured, URLs not resolved yet; a bad value is a one-line error.
+
+    ``scout-tasks dev`` starts from this: an unset URL is what it provides.
+    """
     try:
         return Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "settings"
         raise ConfigurationError(f"SCOUT_{field.upper()}: {first['msg']}") from None
+
+
+def resolve(settings: Settings, folder: Path | str | None = None) -> Settings:
+    """``settings`` with each unset URL taken from the ``scout-tasks dev`` running in ``folder``.
+
+    ``folder`` defaults to the current directory. Without such an instance (no
+    ``.scout/dev.json``, or its PostgreSQL has stopped) an unset database URL
+    is a one-line :class:`ConfigurationError`: every command that gets this far
+    needs the database. An unset broker URL stays None instead, because some
+    commands (``db upgrade``, ``schedules list``, Alembic) need no broker; what
+    does need one (:class:`~scout_tasks.publisher.ConfirmingPublisher`, the
+    Celery app) refuses None with :func:`missing_url_error`.
+    """
+    if settings.database_url is not None and settings.broker_url is not None:
+        return settings
+    from scout_tasks import embedded
+
+    instance = embedded.running_instance(embedded.Layout.here(folder))
+    if instance is not None:
+        return settings.model_copy(
+            update={
+                "database_url": settings.database_url or instance.database_url,
+                "broker_url": settings.broker_url or instance.broker_url,
+            }
+        )
+    if settings.database_url is None:
+        unset = ["SCOUT_DATABASE_URL"] + (
+            ["SCOUT_BROKER_URL"] if settings.broker_url is None else []
+        )
+        raise missing_url_error(unset, folder)
+    return settings
+
+
+def missing_url_error(unset: Sequence[str], folder: Path | str | None = None) -> ConfigurationError:
+    """The one line for URLs that are neither set nor provided by a `scout-tasks dev` here."""
+    from scout_tasks import embedded
+
+    layout = embedded.Layout.here(folder)
+    stale = (
+        f" (the one recorded in {embedded.STATE_DIR}/{embedded.STATE_FILE} has stopped)"
+        if embedded.read_state(layout) is not None
+        else ""
+    )
+    return ConfigurationError(
+        f"no {' or '.join(unset)} set and no `scout-tasks dev` running in "
+        f"{layout.folder}{stale}; start one or set {' and '.join(unset)}"
+    )
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, validated and resolved once; any problem is a one-line error."""
+    return resolve(load_settings())

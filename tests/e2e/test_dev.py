@@ -1,0 +1,217 @@
+"""`scout-tasks dev` from nothing: no SCOUT_* variable, no server, an empty folder.
+
+The real console script in a subprocess, as a user runs it: it starts the
+embedded PostgreSQL and the filesystem broker in ``./.scout``, the demo
+schedule fires, a second command in the same folder finds the instance, and
+Ctrl-C (SIGINT to the process group, as a terminal sends it) leaves no process
+behind and no instance for the next command to find.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+SCOUT_TASKS = str(BIN / "scout-tasks")
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SCOUT_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def project() -> Iterator[Path]:
+    """A fresh project folder outside pytest's 0700 temp root.
+
+    As root, PostgreSQL runs as ``nobody``, which must be able to traverse the
+    folder (``scout-tasks dev`` says so in one line when it cannot).
+    """
+    folder = Path(tempfile.mkdtemp(prefix="scout-dev-e2e-")).resolve()
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+class Dev:
+    """``scout-tasks dev`` in its own session, its output collected line by line."""
+
+    def __init__(self, folder: Path, *args: str) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.proc = subprocess.Popen(
+            [SCOUT_TASKS, "dev", *args],
+            cwd=folder,
+            env=_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            # Its own process group, like a terminal's foreground job.
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def output(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._changed:
+            while True:
+                for line in self.lines[seen:]:
+                    if match := regex.search(line):
+                        return match
+                seen = len(self.lines)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.proc.poll() is not None:
+                    raise AssertionError(f"no line matching {pattern!r}:\n{self.output()}")
+                self._changed.wait(min(remaining, 0.5))
+
+    def interrupt(self, timeout: float = 40.0) -> float:
+        """Ctrl-C: SIGINT to the whole process group; returns how long the exit took."""
+        started = time.monotonic()
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+                raise AssertionError(f"dev did not stop on SIGINT:\n{self.output()}") from None
+        self._reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return time.monotonic() - started
+
+
+def _processes_in(folder: Path) -> list[str]:
+    """Live processes whose working directory or command line points into ``folder``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue  # gone meanwhile, or a zombie
+        if str(folder) in cmdline or cwd == str(folder) or cwd.startswith(f"{folder}/"):
+            found.append(f"{entry.name}: {cmdline.strip()} (cwd {cwd})")
+    return found
+
+
+def _cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SCOUT_TASKS, *args], cwd=folder, env=_env(), capture_output=True, text=True, timeout=60
+    )
+
+
+# An agent in another process reporting back through the same embedded broker.
+AGENT_STARTED = """
+import json, sys, uuid
+from datetime import UTC, datetime
+from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage
+from scout_tasks.settings import get_settings
+
+settings = get_settings()
+event_id = str(uuid.uuid4())
+body = {"event_id": event_id, "event_type": "scout.started",
+        "timestamp": datetime.now(UTC).isoformat(), "run_id": sys.argv[1], "source": "x"}
+publisher = ConfirmingPublisher(settings.broker_url, settings.exchange)
+result = publisher.publish([OutgoingMessage(event_id, "scout.started", json.dumps(body).encode())])
+publisher.close()
+assert result.confirmed == {event_id}, result
+"""
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="walks /proc to find leftovers")
+def test_dev_runs_from_nothing_and_leaves_nothing_behind(project: Path) -> None:
+    started = time.monotonic()
+    dev = Dev(project, "--api-port", str(_free_port()), "--demo-in-seconds", "2")
+    try:
+        dev.wait_for(r"^scout-tasks dev: ready in [0-9.]+s", timeout=60)
+        ready = time.monotonic() - started
+        running = _processes_in(project)
+        # The leftover check below must be able to see what it looks for.
+        assert any("postgres" in p for p in running), running
+        assert any("celery" in p for p in running), running
+
+        # The demo schedule fires on its own.
+        dev.wait_for(r"^scout\.trigger run_id=\S+ scheduled_for=\S+$", timeout=45)
+
+        # Another command in this folder finds the instance: its run shows up at once.
+        result = _cli(project, "trigger", "--source", "x", "--max-strategies", "1", "--json")
+        assert result.returncode == 0, result.stderr
+        run_id = json.loads(result.stdout)["id"]
+        dev.wait_for(rf"^scout\.trigger run_id={run_id}$", timeout=10)
+
+        # An agent's lifecycle event, published by another process to the filesystem
+        # broker, reaches the worker's consumer and is recorded on the run.
+        agent = subprocess.run(
+            [sys.executable, "-c", AGENT_STARTED, run_id],
+            cwd=project,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert agent.returncode == 0, agent.stderr
+        dev.wait_for(rf"^scout\.started run_id={run_id}$", timeout=10)
+        deadline = time.monotonic() + 15
+        while True:
+            shown = _cli(project, "runs", "show", run_id, "--json")
+            assert shown.returncode == 0, shown.stderr
+            if json.loads(shown.stdout)["status"] == "running":
+                break
+            assert time.monotonic() < deadline, f"run never marked running:\n{dev.output()}"
+            time.sleep(0.2)
+    finally:
+        stop = dev.interrupt()
+
+    assert dev.proc.returncode == 0, dev.output()
+    assert "stopped in" in dev.output()
+    leftovers = _processes_in(project)
+    assert leftovers == [], leftovers
+    assert not (project / ".scout" / "dev.json").exists()
+    print(f"dev ready in {ready:.1f}s, stopped in {stop:.1f}s")
+
+    # With dev gone, a command that needs the servers says so in one line.
+    after = _cli(project, "schedules", "list")
+    assert after.returncode in (1, 2), (after.returncode, after.stdout, after.stderr)
+    assert "Traceback" not in after.stderr
+    lines = after.stderr.strip().splitlines()
+    assert len(lines) == 1, after.stderr
+    assert f"no `scout-tasks dev` running in {project}" in lines[0]
