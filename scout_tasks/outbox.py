@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,30 +44,41 @@ _ADD = text(
         CAST(:event_ids AS uuid[]), CAST(:routing_keys AS text[]),
         CAST(:payloads AS json[]), CAST(:run_ids AS uuid[])
     )
-    RETURNING id
+    RETURNING id, event_id
     """
 )
 
+# Outbox id -> the message as it will go on the wire.
+Queued = dict[int, OutgoingMessage]
 
-def add_events(conn: Connection, events: Sequence[PendingEvent]) -> list[int]:
-    """Queue events inside the caller's transaction; returns their outbox ids."""
+
+def add_events(conn: Connection, events: Sequence[PendingEvent]) -> Queued:
+    """Queue events inside the caller's transaction.
+
+    Returns the wire messages by outbox id, so the caller can publish the bytes
+    it already built once the transaction commits, without reading them back.
+    """
     if not events:
-        return []
+        return {}
+    messages = {
+        str(e.event_id): OutgoingMessage(str(e.event_id), e.routing_key, encode(e.payload))
+        for e in events
+    }
     rows = conn.execute(
         _ADD,
         {
-            "event_ids": [str(e.event_id) for e in events],
+            "event_ids": list(messages),
             "routing_keys": [e.routing_key for e in events],
-            "payloads": [encode(e.payload).decode() for e in events],
+            "payloads": [m.body.decode() for m in messages.values()],
             "run_ids": [None if e.run_id is None else str(e.run_id) for e in events],
         },
     )
-    return [row[0] for row in rows]
+    return {outbox_id: messages[str(event_id)] for outbox_id, event_id in rows}
 
 
 _LOCK_IDS = text(
     """
-    SELECT id, event_id, routing_key, payload::text FROM scout_outbox
+    SELECT id FROM scout_outbox
     WHERE id = ANY(:ids)
     ORDER BY id
     FOR UPDATE SKIP LOCKED
@@ -105,17 +116,13 @@ class DeliveryReport:
 
 
 def _deliver_locked(
-    conn: Connection, rows: Sequence[Any], publisher: ConfirmingPublisher
+    conn: Connection, locked: Queued, publisher: ConfirmingPublisher
 ) -> DeliveryReport:
     report = DeliveryReport()
-    if not rows:
+    if not locked:
         return report
-    by_message: dict[str, int] = {}
-    messages = []
-    for outbox_id, event_id, routing_key, payload in rows:
-        by_message[str(event_id)] = outbox_id
-        messages.append(OutgoingMessage(str(event_id), routing_key, payload.encode()))
-    result = publisher.publish(messages)
+    by_message = {message.message_id: outbox_id for outbox_id, message in locked.items()}
+    result = publisher.publish(list(locked.values()))
     done = [by_message[m] for m in result.confirmed]
     if done:
         conn.execute(_DELETE, {"ids": done})
@@ -152,21 +159,26 @@ def _note_failure(engine: Engine, ids: list[int], error: str) -> None:
         )
 
 
-def deliver(engine: Engine, publisher: ConfirmingPublisher, ids: Sequence[int]) -> DeliveryReport:
-    """Publish the given outbox rows now (the ones a transaction just committed).
+def deliver(engine: Engine, publisher: ConfirmingPublisher, queued: Queued) -> DeliveryReport:
+    """Publish events a transaction just committed (what :func:`add_events` returned).
 
     Rows another process is already relaying are skipped, not published twice.
     """
-    if not ids:
+    if not queued:
         return DeliveryReport()
-    return _deliver(engine, publisher, _LOCK_IDS, {"ids": list(ids)})
+
+    def lock(conn: Connection) -> Queued:
+        ids = conn.execute(_LOCK_IDS, {"ids": list(queued)}).scalars()
+        return {outbox_id: queued[outbox_id] for outbox_id in ids}
+
+    return _deliver(engine, publisher, lock)
 
 
 def relay(engine: Engine, publisher: ConfirmingPublisher, limit: int = 1000) -> DeliveryReport:
     """Publish every outbox row that is due, in batches of ``limit``, until none is left."""
     total = DeliveryReport()
     while True:
-        report = _deliver(engine, publisher, _LOCK_AVAILABLE, {"limit": limit})
+        report = _deliver(engine, publisher, lambda conn: _lock_available(conn, limit))
         total.published += report.published
         total.deferred += report.deferred
         if report.failed:
@@ -176,15 +188,23 @@ def relay(engine: Engine, publisher: ConfirmingPublisher, limit: int = 1000) -> 
             return total
 
 
+def _lock_available(conn: Connection, limit: int) -> Queued:
+    rows = conn.execute(_LOCK_AVAILABLE, {"limit": limit})
+    return {
+        outbox_id: OutgoingMessage(str(event_id), routing_key, payload.encode())
+        for outbox_id, event_id, routing_key, payload in rows
+    }
+
+
 def _deliver(
-    engine: Engine, publisher: ConfirmingPublisher, query: Any, params: dict[str, Any]
+    engine: Engine, publisher: ConfirmingPublisher, lock: Callable[[Connection], Queued]
 ) -> DeliveryReport:
     ids: list[int] = []
     try:
         with engine.begin() as conn:
-            rows = conn.execute(query, params).all()
-            ids = [row[0] for row in rows]
-            return _deliver_locked(conn, rows, publisher)
+            locked = lock(conn)
+            ids = list(locked)
+            return _deliver_locked(conn, locked, publisher)
     except PublishError as exc:
         log.warning(
             "publish failed; %d event(s) stay in the outbox: %s",

@@ -190,16 +190,21 @@ class ConfirmingPublisher:
         self._nacked.clear()
         self._returned.clear()
         tags: dict[int, str] = {}
+        channel = self._channel
         for message in messages:
-            self._producer.publish(
+            # The kombu channel's own basic_publish: Producer.publish would add
+            # ~80 us a message of retry and serializer plumbing a burst does not need.
+            wire = channel.prepare_message(
                 message.body,
-                routing_key=message.routing_key,
                 content_type="application/json",
                 content_encoding="utf-8",
-                delivery_mode=2,
-                message_id=message.message_id,
+                properties={"delivery_mode": 2, "message_id": message.message_id},
+            )
+            channel.basic_publish(
+                wire,
+                exchange=self.exchange_name,
+                routing_key=message.routing_key,
                 mandatory=True,
-                retry=False,
             )
             tags[self._next_tag] = message.message_id
             self._next_tag += 1

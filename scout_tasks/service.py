@@ -116,13 +116,13 @@ def trigger_run(
             trigger_type="manual",
             triggered_by=run["triggered_by"],
         )
-        ids = outbox.add_events(
+        queued = outbox.add_events(
             conn, [outbox.PendingEvent(event.event_id, TRIGGER, event.to_payload(), run["id"])]
         )
     log.info("manual run created", extra={"action": "run.created", "run_id": str(run["id"])})
     delivered = False
     if publisher is not None:
-        delivered = outbox.deliver(engine, publisher, ids).published == 1
+        delivered = outbox.deliver(engine, publisher, queued).published == 1
     return run, delivered
 
 
@@ -133,11 +133,11 @@ def cancel_run(
     with engine.begin() as conn:
         run = runs.cancel_run(conn, run_id)
         event = CancelledEvent(event_id=uuid.uuid4(), timestamp=db_now(conn), run_id=run_id)
-        ids = outbox.add_events(
+        queued = outbox.add_events(
             conn, [outbox.PendingEvent(event.event_id, CANCELLED, event.to_payload(), run_id)]
         )
     log.info("run cancelled", extra={"action": "run.cancelled", "run_id": str(run_id)})
     delivered = False
     if publisher is not None:
-        delivered = outbox.deliver(engine, publisher, ids).published == 1
+        delivered = outbox.deliver(engine, publisher, queued).published == 1
     return run, delivered

@@ -24,6 +24,7 @@ from tests.integration.helpers import (
     execute,
     insert_due_schedules,
     row,
+    rows,
 )
 
 
@@ -310,8 +311,8 @@ def test_cancel_an_unknown_run(engine: Engine, publisher) -> None:
 
 def test_a_fired_run_can_be_cancelled(engine: Engine, publisher, event_queue) -> None:
     insert_due_schedules(engine, 1, cron="0 0 1 1 *")
-    report = firing.fire_due(engine, publisher)
-    (run_id,) = report.run_ids
+    assert firing.fire_due(engine, publisher).runs == 1
+    (run_id,) = [r["id"] for r in rows(engine, "SELECT id FROM scout_runs")]
 
     cancelled, _ = service.cancel_run(engine, run_id, publisher)
 
