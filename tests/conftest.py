@@ -41,6 +41,17 @@ def _admin() -> Any:
     return conn
 
 
+def _admin_execute(*statements: str) -> None:
+    # A fresh connection each time: a test may restart PostgreSQL in between.
+    conn = _admin()
+    try:
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+    finally:
+        conn.close()
+
+
 def _db_url(name: str) -> str:
     return (
         make_url(ADMIN_URL)
@@ -53,30 +64,23 @@ def _db_url(name: str) -> str:
 def template_db() -> Iterator[str]:
     from scout_tasks import migrate
 
-    admin = _admin()
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{TEMPLATE}"')
+    _admin_execute(
+        f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)', f'CREATE DATABASE "{TEMPLATE}"'
+    )
     migrate.upgrade(_db_url(TEMPLATE))
     yield TEMPLATE
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
-    admin.close()
+    _admin_execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
 
 
 @pytest.fixture
 def db_url(template_db: str) -> Iterator[str]:
     """A fresh, migrated database for this test."""
     name = f"scout_test_{uuid.uuid4().hex[:12]}"
-    admin = _admin()
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    _admin_execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     try:
         yield _db_url(name)
     finally:
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+        _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -105,7 +105,7 @@ def test_fault_broker_unreachable(
         proxy.cut()
         time.sleep(BROKER_OUTAGE + 1)
         proxy.restore()
-        events = event_queue.get(timeout=45, count=n) + event_queue.get(timeout=3, count=5)
+        events = event_queue.get(timeout=45, count=n) + event_queue.drain(quiet=5.0)
         audit(
             "fault_broker_unreachable",
             f"broker unreachable for {BROKER_OUTAGE:.0f}s while {n} slots came due",
@@ -135,7 +135,7 @@ def test_fault_database_unreachable(
         proxy.cut()
         time.sleep(DATABASE_OUTAGE + 1)
         proxy.restore()
-        events = event_queue.get(timeout=45, count=n) + event_queue.get(timeout=3, count=5)
+        events = event_queue.get(timeout=45, count=n) + event_queue.drain(quiet=5.0)
         audit(
             "fault_database_unreachable",
             f"database unreachable for {DATABASE_OUTAGE:.0f}s while {n} slots came due",
@@ -154,8 +154,10 @@ def test_fault_worker_killed_mid_burst(
     stack: Stack, engine: Engine, event_queue: EventQueue
 ) -> None:
     n = 1000
-    doomed = stack.start("worker")
-    beat = stack.start("beat")
+    # Batches of 100, so the worker dies with some batches committed and others not.
+    env = {**stack.env, "SCOUT_FIRE_BATCH_SIZE": "100"}
+    doomed = stack.start("worker", env)
+    beat = stack.start("beat", env)
     doomed.wait_for("ready")
     beat.wait_for("this beat is now the leader")
     with engine.begin() as conn:
@@ -178,9 +180,9 @@ def test_fault_worker_killed_mid_burst(
             break
         time.sleep(0.02)
     kill_tree(doomed)
-    rescuer = stack.start("worker")
+    rescuer = stack.start("worker", env)
     rescuer.wait_for("ready")
-    events = event_queue.get(timeout=60, count=n) + event_queue.get(timeout=3, count=50)
+    events = event_queue.get(timeout=60, count=n) + event_queue.drain(quiet=5.0)
     audit(
         "fault_worker_killed_mid_burst",
         f"worker SIGKILLed in a burst of {n} due schedules (after {done} runs), then a new worker",
@@ -205,7 +207,7 @@ def test_fault_leader_beat_killed(stack: Stack, engine: Engine, event_queue: Eve
     killed = time.monotonic()
     standby.wait_for("this beat is now the leader", timeout=2 * 3 + 2)
     takeover = time.monotonic() - killed
-    events = event_queue.get(timeout=40, count=n) + event_queue.get(timeout=3, count=5)
+    events = event_queue.get(timeout=40, count=n) + event_queue.drain(quiet=5.0)
     audit(
         "fault_leader_beat_killed",
         f"leading beat SIGKILLed while {n} slots came due; the standby took over",
@@ -281,7 +283,7 @@ def test_fault_rabbitmq_restart(
             _rabbitmqctl("start_app")
             _rabbitmqctl("await_startup")
         events_queue.reconnect()
-        events = events_queue.get(timeout=60, count=n) + events_queue.get(timeout=3, count=5)
+        events = events_queue.get(timeout=60, count=n) + events_queue.drain(quiet=5.0)
         audit(
             "fault_rabbitmq_restart",
             f"RabbitMQ stopped for 10s (rabbitmqctl stop_app/start_app) while {n} slots came due",
@@ -320,7 +322,7 @@ def test_fault_postgresql_restart(stack: Stack, engine: Engine, event_queue: Eve
             timeout=120,
         )
     engine.dispose()
-    events = event_queue.get(timeout=60, count=n) + event_queue.get(timeout=3, count=5)
+    events = event_queue.get(timeout=60, count=n) + event_queue.drain(quiet=5.0)
     audit(
         "fault_postgresql_restart",
         f"PostgreSQL stopped for 8s (pg_ctlcluster stop/start) while {n} slots came due",
