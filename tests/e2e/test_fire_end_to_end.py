@@ -14,19 +14,7 @@ from sqlalchemy import Engine, text
 
 from tests.conftest import EventQueue
 from tests.e2e.procs import CeleryProcess, scout_env
-
-TRIGGER_KEYS = {
-    "event_id",
-    "event_type",
-    "timestamp",
-    "run_id",
-    "source",
-    "max_strategies",
-    "trigger_type",
-    "triggered_by",
-    "schedule_id",
-    "scheduled_for",
-}
+from tests.integration.helpers import TRIGGER_KEYS
 
 
 @pytest.fixture
