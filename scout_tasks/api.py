@@ -472,7 +472,7 @@ def _register_schedule_routes(app: FastAPI) -> None:
         """
         with scout.engine.connect() as conn:
             row = schedules.get_schedule(conn, schedule_id)
-            now = service.db_now(conn)
+            now = db.db_now(conn)
         expr, zone = row["cron_expression"], row["timezone"]
         first: datetime | None = row["next_run_at"] if row["enabled"] else None
         times: list[datetime] = []

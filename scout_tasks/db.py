@@ -6,8 +6,9 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.pool import NullPool
 
 from scout_tasks.settings import get_settings
@@ -63,6 +64,11 @@ def dispose_engines() -> None:
                 # Inherited from the parent: forget it without closing its sockets.
                 engine.dispose(close=False)
         _engines.clear()
+
+
+def db_now(conn: Connection) -> datetime:
+    """The database's clock (the transaction's start), which every scout-tasks process shares."""
+    return conn.execute(text("SELECT now()")).scalar_one()  # type: ignore[no-any-return]
 
 
 @contextmanager

@@ -208,7 +208,7 @@ def _ensure_demo_schedule(engine: Any, first_in: float | None) -> None:
     ``next_run_at`` that many seconds ahead, off the cron grid, as an operator
     may; afterwards it returns to its minutes.
     """
-    from scout_tasks import schedules, service
+    from scout_tasks import db, schedules, service
     from scout_tasks.validation import ScheduleCreate, parse
 
     with engine.connect() as conn:
@@ -220,7 +220,7 @@ def _ensure_demo_schedule(engine: Any, first_in: float | None) -> None:
     else:
         values = parse(ScheduleCreate, DEMO_SCHEDULE).model_dump()
         with engine.begin() as conn:
-            values["next_run_at"] = service.db_now(conn) + timedelta(seconds=first_in)
+            values["next_run_at"] = db.db_now(conn) + timedelta(seconds=first_in)
             row = schedules.create_schedule(conn, values)
     _say(
         f"created demo schedule {row['name']!r} (fires every minute, "

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from scout_tasks import cron, outbox, runs, schedules
+from scout_tasks.db import db_now
 from scout_tasks.errors import InvalidInput
 from scout_tasks.events import TRIGGER, TriggerEvent
 from scout_tasks.publisher import ConfirmingPublisher
@@ -105,10 +106,6 @@ class FireReport:
     publish_failed: bool = False
 
 
-def _now(conn: object) -> datetime:
-    return conn.execute(text("SELECT now()")).scalar_one()  # type: ignore[attr-defined, no-any-return]
-
-
 def initialise_unscheduled(engine: Engine, batch_size: int) -> tuple[int, int]:
     """Compute ``next_run_at`` for enabled schedules that have none.
 
@@ -122,7 +119,7 @@ def initialise_unscheduled(engine: Engine, batch_size: int) -> tuple[int, int]:
             claimed = schedules.claim_unscheduled(conn, batch_size)
             if not claimed:
                 return initialised, invalid
-            now = _now(conn)
+            now = db_now(conn)
             nexts: list[datetime | None] = []
             errors: list[str | None] = []
             for schedule_id, expr, zone in claimed:
@@ -179,7 +176,7 @@ def _fire_batch(engine: Engine, batch_size: int, report: FireReport) -> tuple[ou
         claimed = schedules.claim_due(conn, batch_size)
         if not claimed:
             return {}, 0
-        now = _now(conn)
+        now = db_now(conn)
         new_runs: list[runs.NewScheduledRun] = []
         plans: list[tuple[DueSchedule, Plan | None]] = []
         for due in claimed:

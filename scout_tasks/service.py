@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Engine
 
 from scout_tasks import cron, outbox, runs, schedules
+from scout_tasks.db import db_now
 from scout_tasks.events import CANCELLED, TRIGGER, CancelledEvent, TriggerEvent
 from scout_tasks.publisher import ConfirmingPublisher
 from scout_tasks.validation import ScheduleCreate, ScheduleUpdate, TriggerRequest, parse
 
 log = logging.getLogger(__name__)
-
-
-def db_now(conn: Connection) -> datetime:
-    """The database's clock, which every scout-tasks process shares."""
-    return conn.execute(text("SELECT now()")).scalar_one()  # type: ignore[no-any-return]
 
 
 def create_schedule(engine: Engine, data: dict[str, Any]) -> dict[str, Any]:
