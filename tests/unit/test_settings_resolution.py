@@ -299,11 +299,11 @@ def test_an_undecodable_message_is_set_aside_not_fatal(tmp_path: Path) -> None:
     url = embedded.broker_url(embedded.Layout.here(tmp_path))
     options = embedded.broker_transport_options(url)
     queue_dir = Path(options["data_folder_in"])
-    (queue_dir / "1_a.q.msg").write_bytes(b"not json")
+    (queue_dir / "0_a.q.msg").write_bytes(b"not json")
     with kombu.Connection(url, transport_options=options) as connection:
         channel = connection.default_channel
         channel._put("q", {"n": 1})
 
         assert channel._get("q") == {"n": 1}
 
-    assert [p.name for p in queue_dir.iterdir()] == ["1_a.q.msg.bad"]
+    assert [p.name for p in queue_dir.iterdir()] == ["0_a.q.msg.bad"]
