@@ -6,6 +6,10 @@ last delivery tag. Messages are ``mandatory``: one that no queue would receive
 comes back as returned and counts as not delivered, so it stays in the outbox
 until somebody binds a queue, rather than vanishing.
 
+The broker's verdicts are bookkept per channel (:class:`_ConfirmState`):
+delivery tags number one channel's publishes from 1, so a verdict means
+nothing on any other channel, and a reconnect starts from a clean slate.
+
 A broker without confirms (the embedded default's kombu ``filesystem://``
 transport) takes the other path: each message is written synchronously
 before ``publish`` returns, and that is all the confirmation such a
@@ -53,6 +57,106 @@ def declare_exchange(channel: Any, name: str) -> Exchange:
     return exchange
 
 
+class _ConfirmState:
+    """What the broker has said about the messages published on ONE confirm-mode channel.
+
+    RabbitMQ numbers a channel's publishes 1, 2, 3... from ``confirm.select``
+    and answers each exactly once: ``basic.ack`` or ``basic.nack``, either of
+    which may settle every outstanding tag up to its own at once
+    (``multiple``). A ``mandatory`` message that no queue would receive first
+    comes back as ``basic.return`` (which names no tag, only the message), and
+    is then acked like any other: the return is what says "not delivered".
+
+    A new channel gets a new instance with the callbacks bound to it, so
+    nothing settled on one connection can count on the next, and a late
+    callback from an abandoned channel only touches its own, orphaned, state.
+    """
+
+    def __init__(self) -> None:
+        self._next_tag = 1
+        # tag -> message_id, in tag order, until the broker's ack or nack.
+        self._pending: dict[int, str] = {}
+        # Pending tags already returned; their ack then settles them as rejected.
+        self._returned: dict[int, str] = {}
+        # tag -> None (delivered) or why not, until the batch collects them.
+        self._settled: dict[int, str | None] = {}
+
+    @classmethod
+    def attach(cls, channel: Any) -> _ConfirmState:
+        """Put ``channel`` in confirm mode and bind a fresh state's callbacks to it."""
+        state = cls()
+        channel.confirm_select()
+        channel.events["basic_ack"].add(state.on_ack)
+        channel.events["basic_nack"].add(state.on_nack)
+        channel.events["basic_return"].add(state.on_return)
+        return state
+
+    def published(self, message_id: str) -> int:
+        """Record a message handed to the channel; returns the tag the broker gives it."""
+        tag = self._next_tag
+        self._next_tag += 1
+        self._pending[tag] = message_id
+        return tag
+
+    def settled(self, tag: int) -> bool:
+        return tag in self._settled
+
+    def collect(self, tags: dict[int, str]) -> PublishResult:
+        """The verdicts on ``tags`` (all settled), forgotten once read."""
+        result = PublishResult()
+        for tag, message_id in tags.items():
+            reason = self._settled.pop(tag)
+            if reason is None:
+                result.confirmed.add(message_id)
+            else:
+                result.rejected[message_id] = reason
+        return result
+
+    # -- the channel's callbacks -------------------------------------------------
+
+    def on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        for tag in self._covered(delivery_tag, multiple):
+            self._settled[tag] = self._returned.pop(tag, None)
+
+    def on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        for tag in self._covered(delivery_tag, multiple):
+            returned = self._returned.pop(tag, None)
+            self._settled[tag] = returned or "nacked by the broker"
+
+    def on_return(self, exc: Exception, exchange: str, routing_key: str, message: Any) -> None:
+        message_id = str(message.properties.get("message_id") or "")
+        # The broker sends the return just before the message's own ack, so it
+        # is the oldest pending, not yet returned, message with this id.
+        for tag, pending_id in self._pending.items():
+            if pending_id == message_id and tag not in self._returned:
+                self._returned[tag] = f"returned by the broker: {exc}"
+                return
+        log.warning(
+            "broker returned a message this channel is not waiting for",
+            extra={
+                "action": "publisher.unknown_return",
+                "message_id": message_id,
+                "routing_key": routing_key,
+            },
+        )
+
+    def _covered(self, delivery_tag: int, multiple: bool) -> list[int]:
+        """The pending tags one ack or nack settles, removed from pending."""
+        if multiple:
+            # Pending is in tag order: stop at the first tag past the verdict's.
+            tags = []
+            for tag in self._pending:
+                if tag > delivery_tag:
+                    break
+                tags.append(tag)
+        else:
+            # A tag settled already or never published here: nothing to settle.
+            tags = [delivery_tag] if delivery_tag in self._pending else []
+        for tag in tags:
+            del self._pending[tag]
+        return tags
+
+
 class ConfirmingPublisher:
     """A lazily (re)connected channel in confirm mode. Not thread-safe."""
 
@@ -67,14 +171,10 @@ class ConfirmingPublisher:
         self._connection: kombu.Connection | None = None
         self._channel: Any = None
         self._producer: Producer | None = None
-        self._next_tag = 1
-        self._acked: set[int] = set()
-        self._nacked: set[int] = set()
-        self._acked_upto = 0
-        self._nacked_upto = 0
-        self._returned: dict[str, str] = {}
-        # Whether the connected broker speaks AMQP 0-9-1 with publisher confirms.
-        self._confirms = True
+        # The connected channel's confirm bookkeeping; None without confirms
+        # (a kombu virtual transport) or without a connection. It is made with
+        # the channel and dropped with it, never reset or carried over.
+        self._confirm: _ConfirmState | None = None
 
     # -- connection management -------------------------------------------------
 
@@ -85,12 +185,9 @@ class ConfirmingPublisher:
         try:
             connection.connect()
             channel = connection.channel()
-            confirms = connection.transport.driver_type == "amqp"
-            if confirms:
-                channel.confirm_select()
-                channel.events["basic_ack"].add(self._on_ack)
-                channel.events["basic_nack"].add(self._on_nack)
-                channel.events["basic_return"].add(self._on_return)
+            confirm = None
+            if connection.transport.driver_type == "amqp":
+                confirm = _ConfirmState.attach(channel)
             # Also what makes a kombu virtual transport route to the topic
             # exchange's bindings: without this declaration in this process it
             # would drop every message silently.
@@ -100,9 +197,8 @@ class ConfirmingPublisher:
             raise
         self._connection = connection
         self._channel = channel
-        self._confirms = confirms
+        self._confirm = confirm
         self._producer = Producer(channel, exchange=exchange, auto_declare=False)
-        self._next_tag = 1
         log.info(
             "publisher connected",
             extra={"action": "publisher.connect", "broker": mask_url(self.url)},
@@ -110,42 +206,12 @@ class ConfirmingPublisher:
 
     def close(self) -> None:
         connection, self._connection = self._connection, None
-        self._channel = self._producer = None
+        self._channel = self._producer = self._confirm = None
         if connection is not None:
             try:
                 connection.release()
             except Exception:
                 log.debug("publisher close failed", exc_info=True)
-
-    # -- confirm bookkeeping ---------------------------------------------------
-
-    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
-        if multiple:
-            self._acked_upto = max(self._acked_upto, delivery_tag)
-        else:
-            self._acked.add(delivery_tag)
-
-    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
-        if multiple:
-            self._nacked_upto = max(self._nacked_upto, delivery_tag)
-        else:
-            self._nacked.add(delivery_tag)
-
-    def _on_return(self, exc: Exception, exchange: str, routing_key: str, message: Any) -> None:
-        message_id = message.properties.get("message_id")
-        if message_id:
-            self._returned[str(message_id)] = f"returned by the broker: {exc}"
-
-    def _resolved(self, tag: int) -> bool:
-        return (
-            tag <= self._acked_upto
-            or tag in self._acked
-            or tag <= self._nacked_upto
-            or tag in self._nacked
-        )
-
-    def _nacked_tag(self, tag: int) -> bool:
-        return tag in self._nacked or (tag <= self._nacked_upto and tag not in self._acked)
 
     # -- publishing ------------------------------------------------------------
 
@@ -179,16 +245,19 @@ class ConfirmingPublisher:
         except (OSError, AMQPError, KombuError) as exc:
             self.close()
             raise PublishError(f"broker unavailable: {exc!r}") from exc
+        except BaseException:
+            # Anything else half way through a batch (an interrupt, a bug) leaves
+            # the channel's tag count unsure: the next batch gets a new channel.
+            self.close()
+            raise
 
     def _publish(self, messages: Sequence[OutgoingMessage]) -> PublishResult:
         if self._connection is None:
             self._connect()
         assert self._producer is not None and self._connection is not None
-        if not self._confirms:
+        confirm = self._confirm
+        if confirm is None:
             return self._publish_unconfirmed(messages)
-        self._acked.clear()
-        self._nacked.clear()
-        self._returned.clear()
         tags: dict[int, str] = {}
         channel = self._channel
         for message in messages:
@@ -200,37 +269,31 @@ class ConfirmingPublisher:
                 content_encoding="utf-8",
                 properties={"delivery_mode": 2, "message_id": message.message_id},
             )
+            # Recorded first: the broker numbers it on receipt, and a failure
+            # while sending abandons the channel and this record with it.
+            tags[confirm.published(message.message_id)] = message.message_id
             channel.basic_publish(
                 wire,
                 exchange=self.exchange_name,
                 routing_key=message.routing_key,
                 mandatory=True,
             )
-            tags[self._next_tag] = message.message_id
-            self._next_tag += 1
         order = list(tags)
         waiting = 0
         deadline = time.monotonic() + self.confirm_timeout
         while waiting < len(order):
-            if self._resolved(order[waiting]):
+            if confirm.settled(order[waiting]):
                 waiting += 1
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                # The caller closes the connection, and this channel's state goes with it.
                 raise PublishError(f"no confirm from the broker within {self.confirm_timeout}s")
             try:
                 self._connection.drain_events(timeout=min(remaining, 1.0))
             except TimeoutError:
                 continue
-        result = PublishResult()
-        for tag, message_id in tags.items():
-            if message_id in self._returned:
-                result.rejected[message_id] = self._returned[message_id]
-            elif self._nacked_tag(tag):
-                result.rejected[message_id] = "nacked by the broker"
-            else:
-                result.confirmed.add(message_id)
-        return result
+        return confirm.collect(tags)
 
     def _publish_unconfirmed(self, messages: Sequence[OutgoingMessage]) -> PublishResult:
         """Publish to a broker without confirms or returns; every message published counts.
