@@ -50,7 +50,7 @@ def _event_header(response: Response, delivered: bool) -> None:
     openapi_extra=body_doc(TriggerRequest),
     responses={201: {"model": Run}, **documented(401, 422, 503)},
 )
-def trigger(scout: ScoutDep, body: JsonBody, response: Response) -> Any:
+def trigger_run(scout: ScoutDep, body: JsonBody, response: Response) -> Any:
     """Start a manual run and publish its ``scout.trigger``.
 
     201 once the run is committed: if the broker is down the event waits in

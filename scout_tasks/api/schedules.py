@@ -69,7 +69,7 @@ def list_schedules(
     dependencies=MUTATING,
     responses={200: {"model": Message}, **documented(401, 503)},
 )
-def reload_all(scout: ScoutDep) -> Any:
+def reload_schedules(scout: ScoutDep) -> Any:
     """Wake every beat now (changes take effect without this too)."""
     service.reload_schedules(scout.engine)
     return {"message": "schedules reloaded"}
@@ -140,7 +140,7 @@ def next_fire_times(
     dependencies=MUTATING,
     responses={200: {"model": Message}, **documented(401, 404, 422, 503)},
 )
-def reload_one(scout: ScoutDep, schedule_id: ScheduleId) -> Any:
+def reload_schedule(scout: ScoutDep, schedule_id: ScheduleId) -> Any:
     """As in the seed: wakes every beat, after checking the schedule exists."""
     with scout.engine.connect() as conn:
         schedules.get_schedule(conn, schedule_id)
