@@ -55,6 +55,8 @@ def _log_refusal(scope: Scope, why: str) -> None:
 
 
 class BodySizeLimit:
+    """Wraps an ASGI app; answers 413 instead of letting it read a body over ``max_bytes``."""
+
     def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
         self.app = app
         self.max_bytes = max_bytes
