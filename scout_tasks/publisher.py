@@ -19,6 +19,7 @@ transport can give (see :meth:`ConfirmingPublisher._publish_unconfirmed`).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -324,3 +325,23 @@ class ConfirmingPublisher:
             extra={"action": "publisher.published_unconfirmed", "count": len(messages)},
         )
         return PublishResult(confirmed={message.message_id for message in messages})
+
+
+class SharedPublisher(ConfirmingPublisher):
+    """A :class:`ConfirmingPublisher` that the API's threadpool threads may share.
+
+    The confirm bookkeeping lives on the instance, so two concurrent publishes
+    would steal each other's acks; a lock makes them take turns.
+    """
+
+    def __init__(self, url: str | None, exchange: str, *, confirm_timeout: float = 10.0) -> None:
+        super().__init__(url, exchange, confirm_timeout=confirm_timeout)
+        self._lock = threading.RLock()
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> PublishResult:
+        with self._lock:
+            return super().publish(messages)
+
+    def close(self) -> None:
+        with self._lock:
+            super().close()

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -77,6 +80,46 @@ def delete_schedule(engine: Engine, schedule_id: uuid.UUID) -> None:
         schedules.delete_schedule(conn, schedule_id)
     log.info(
         "schedule deleted", extra={"action": "schedule.deleted", "schedule_id": str(schedule_id)}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FirePreview:
+    """A schedule's next fire times, each in the schedule's own zone."""
+
+    schedule_id: uuid.UUID
+    cron_expression: str
+    timezone: str
+    times: list[datetime]
+
+
+def preview_fire_times(schedule: Mapping[str, Any], now: datetime, count: int) -> list[datetime]:
+    """The next ``count`` fire times of ``schedule`` (a row), with the zone's offsets.
+
+    An enabled schedule starts from its ``next_run_at``, which an operator may
+    have set off the cron grid; a disabled one (or one not yet planned)
+    previews from ``now``.
+    """
+    expr, zone = schedule["cron_expression"], schedule["timezone"]
+    first: datetime | None = schedule["next_run_at"] if schedule["enabled"] else None
+    times: list[datetime] = []
+    if first is not None:
+        times.append(first.astimezone(cron.get_zone(zone)))
+    if len(times) < count:
+        times += cron.next_times(expr, zone, first or now, count - len(times))
+    return times
+
+
+def next_fire_times(engine: Engine, schedule_id: uuid.UUID, count: int) -> FirePreview:
+    """:func:`preview_fire_times` for a stored schedule, from the database's clock."""
+    with engine.connect() as conn:
+        row = schedules.get_schedule(conn, schedule_id)
+        now = db_now(conn)
+    return FirePreview(
+        schedule_id=row["id"],
+        cron_expression=row["cron_expression"],
+        timezone=row["timezone"],
+        times=preview_fire_times(row, now, count),
     )
 
 

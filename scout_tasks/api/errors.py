@@ -1,0 +1,141 @@
+"""Every failure as JSON ``{"detail", "field"}``, FastAPI's own refusals included.
+
+A database outage is a 503 the client may retry, never a 500 with a
+traceback. How a database error is classified lives in one function,
+:func:`database_error`, the seam for a shared translator.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException
+
+from scout_tasks.api.models import ErrorBody
+from scout_tasks.errors import (
+    DuplicateScheduleName,
+    InvalidInput,
+    NotFound,
+    PublishError,
+    RunAlreadyTerminal,
+    ScoutTasksError,
+)
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Request, Exception], JSONResponse]
+
+
+def error(code: int, detail: str, field: str | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": detail, "field": field, **extra}, status_code=code)
+
+
+def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses."""
+    return {code: {"model": ErrorBody} for code in codes}
+
+
+def first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
+
+
+def scout_error(_request: Request, exc: Exception) -> JSONResponse:
+    # DuplicateScheduleName is an InvalidInput: test it first.
+    if isinstance(exc, DuplicateScheduleName):
+        return error(409, str(exc), exc.field)
+    if isinstance(exc, InvalidInput):
+        return error(422, str(exc), exc.field)
+    if isinstance(exc, NotFound):
+        return error(404, str(exc))
+    if isinstance(exc, RunAlreadyTerminal):
+        return error(409, str(exc))
+    if isinstance(exc, PublishError):
+        return error(503, str(exc))
+    log.error("unexpected error: %s", exc, extra={"action": "api.error"})
+    return error(500, "internal error")
+
+
+def _request_field(loc: Sequence[Any]) -> str:
+    """``("query", "page")`` -> ``page``; a whole-body problem is ``body``."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in {"body", "query", "path", "header", "cookie"} and len(parts) > 1:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if not errors:
+        return error(422, "invalid request", "body")
+    first = errors[0]
+    name = _request_field(first.get("loc", ()))
+    message = "unknown field" if first.get("type") == "extra_forbidden" else first.get("msg", "")
+    return error(422, f"{name}: {message}", name)
+
+
+def http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    response = error(exc.status_code, str(exc.detail))
+    for key, value in (exc.headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    """A bug still answers in JSON; the traceback goes to the log, not to the client."""
+    log.error("unhandled error", exc_info=exc, extra={"action": "api.error"})
+    return error(500, "internal error")
+
+
+def database_error(_request: Request, exc: Exception) -> JSONResponse:
+    """The one place a database error becomes an HTTP status.
+
+    Unreachable or unmigrated is 503 (retry later); a value the database cannot
+    store (SQLSTATE class 22) is the caller's 422; anything else is a 500.
+    """
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeoutError):
+        log.warning(
+            "database unavailable: %s", first_line(exc), extra={"action": "api.db_unavailable"}
+        )
+        return error(503, f"database unavailable: {first_line(exc)}")
+    pgcode = str(getattr(exc.orig, "pgcode", None) or "") if isinstance(exc, DBAPIError) else ""
+    if pgcode == "42P01":
+        return error(503, "the database has no scout-tasks tables; run `scout-tasks db upgrade`")
+    if pgcode.startswith("22"):
+        # Validation should have caught it, so log it as a gap.
+        log.warning(
+            "database refused a value: %s", first_line(exc), extra={"action": "api.data_error"}
+        )
+        return error(422, f"invalid value: {first_line(exc)}")
+    log.error("database error", exc_info=exc, extra={"action": "api.db_error"})
+    return error(500, "internal error")
+
+
+HANDLERS: list[tuple[type[Exception], Handler]] = [
+    (ScoutTasksError, scout_error),
+    (RequestValidationError, validation_error),
+    (HTTPException, http_error),
+    (SQLAlchemyError, database_error),
+    (Exception, unexpected),
+]
+
+
+def install(app: FastAPI) -> None:
+    for exc_class, handler in HANDLERS:
+        app.add_exception_handler(exc_class, handler)

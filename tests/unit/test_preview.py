@@ -1,0 +1,64 @@
+"""service.preview_fire_times: the ``/next`` preview, pure, with ``now`` an argument.
+
+Europe/Riga leaves EET (+02:00) for EEST (+03:00) at 03:00 on 2025-03-30, so
+noon slots around that day show both offsets.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from scout_tasks.errors import InvalidCronExpression
+from scout_tasks.service import preview_fire_times
+
+NOW = datetime.fromisoformat("2025-03-28T12:00:00+00:00")
+
+
+def schedule(
+    *, enabled: bool = True, next_run_at: str | None = None, expr: str = "0 12 * * *"
+) -> dict[str, Any]:
+    return {
+        "cron_expression": expr,
+        "timezone": "Europe/Riga",
+        "enabled": enabled,
+        "next_run_at": None if next_run_at is None else datetime.fromisoformat(next_run_at),
+    }
+
+
+def iso(times: list[datetime]) -> list[str]:
+    return [t.isoformat() for t in times]
+
+
+def test_disabled_previews_from_now_across_the_dst_change() -> None:
+    times = preview_fire_times(
+        schedule(enabled=False, next_run_at="2030-01-01T00:00:00+00:00"), NOW, 3
+    )
+    assert iso(times) == [
+        "2025-03-29T12:00:00+02:00",
+        "2025-03-30T12:00:00+03:00",
+        "2025-03-31T12:00:00+03:00",
+    ]
+
+
+def test_enabled_starts_from_an_off_grid_next_run_at() -> None:
+    times = preview_fire_times(schedule(next_run_at="2025-03-29T07:15:00+00:00"), NOW, 3)
+    assert iso(times) == [
+        "2025-03-29T09:15:00+02:00",
+        "2025-03-29T12:00:00+02:00",
+        "2025-03-30T12:00:00+03:00",
+    ]
+    assert iso(preview_fire_times(schedule(next_run_at="2025-03-29T07:15:00+00:00"), NOW, 1)) == [
+        "2025-03-29T09:15:00+02:00"
+    ]
+
+
+def test_enabled_but_not_yet_planned_previews_from_now() -> None:
+    assert iso(preview_fire_times(schedule(), NOW, 1)) == ["2025-03-29T12:00:00+02:00"]
+
+
+def test_a_bad_expression_written_by_sql_is_refused_by_name() -> None:
+    with pytest.raises(InvalidCronExpression):
+        preview_fire_times(schedule(enabled=False, expr="61 * * * *"), NOW, 2)
