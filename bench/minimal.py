@@ -186,8 +186,9 @@ def fire_due(
 
 def _due_left(conn: psycopg2.extensions.connection) -> bool:
     with conn, conn.cursor() as cur:
-        cur.execute("SELECT EXISTS (SELECT 1 FROM scout_schedules"
-                    " WHERE enabled AND next_run_at <= now())")
+        cur.execute(
+            "SELECT EXISTS (SELECT 1 FROM scout_schedules WHERE enabled AND next_run_at <= now())"
+        )
         return bool(cur.fetchone()[0])  # type: ignore[index]
 
 
