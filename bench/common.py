@@ -351,7 +351,7 @@ def scout_env(db_url: str, exchange: str, task_queue: str, **overrides: str) -> 
 
 
 class CeleryProcess:
-    """One ``celery -A scout_tasks <kind>`` process, its log in a file.
+    """One ``celery -A scout_tasks <kind>`` process (or another ``app``'s), its log in a file.
 
     It runs in a scratch directory, so no ``.env`` or ``celeryconfig.py`` of the
     caller's working directory changes its configuration.
@@ -365,10 +365,12 @@ class CeleryProcess:
         *,
         concurrency: int = 2,
         loglevel: str = "warning",
+        app: str = "scout_tasks",
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.kind = kind
         self.log_path = workdir / f"{kind}-{uuid.uuid4().hex[:6]}.log"
-        args = [CELERY, "-A", "scout_tasks", kind, "-l", loglevel]
+        args = [CELERY, "-A", app, kind, "-l", loglevel, *extra_args]
         if kind == "worker":
             args += [
                 "-n",
