@@ -56,6 +56,7 @@ class Result:
     client_cpu: float  # beat + worker + pool (scout-tasks: the same three)
     db_cpu: float  # their PostgreSQL backends
     complete: bool = True
+    beat_cpu: float = math.nan  # the beat's share of client_cpu (the peer only)
 
     @property
     def rate(self) -> float:
@@ -237,7 +238,9 @@ def measure_peer(databases: Databases, count: int, timeout: float, loglevel: str
                     complete = False
                     break
                 time.sleep(0.02)
-            client_cpu = common.cpu_used(cpu_before[0], common.cpu_of(clients()))
+            cpu_after = common.cpu_of(clients())
+            client_cpu = common.cpu_used(cpu_before[0], cpu_after)
+            beat_cpu = cpu_after[beat.pid] - cpu_before[0][beat.pid]
             db_cpu = common.cpu_used(cpu_before[1], common.cpu_of(poller.backends()))
             p50, p99 = poller.lag()
             return Result(
@@ -250,6 +253,7 @@ def measure_peer(databases: Databases, count: int, timeout: float, loglevel: str
                 client_cpu,
                 db_cpu,
                 complete,
+                beat_cpu,
             )
         except Exception:
             common.log(f"beat log:\n{beat.log()[-2000:]}\nworker log:\n{worker.log()[-2000:]}")
@@ -317,7 +321,9 @@ def main() -> None:
                     common.log(
                         f"  {r.elapsed:.2f} s, {r.rate:,.0f} fires/s, runs {r.runs:,}, "
                         f"queue {r.depth:,}, lag p50 {r.lag_p50:.2f} s p99 {r.lag_p99:.2f} s, "
-                        f"CPU {r.client_cpu:.2f} s + PostgreSQL {r.db_cpu:.2f} s"
+                        f"CPU {r.client_cpu:.2f} s"
+                        + ("" if math.isnan(r.beat_cpu) else f" (beat {r.beat_cpu:.2f} s)")
+                        + f" + PostgreSQL {r.db_cpu:.2f} s"
                     )
                     if r.runs != n or r.depth != n:
                         common.log(f"  WARNING: expected {n:,} runs and messages")
