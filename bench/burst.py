@@ -1,4 +1,4 @@
-"""Burst: N schedules due at the same instant, fired by real Celery processes and by the baseline.
+"""Burst: N schedules due at the same instant, fired by real Celery processes and two baselines.
 
 For each size N and each repetition, on a fresh scratch database each time:
 
@@ -7,15 +7,18 @@ For each size N and each repetition, on a fresh scratch database each time:
   expressions and time zones) are inserted, all with ``next_run_at = T`` a few
   seconds ahead. Measured: from T until all N runs are committed, the outbox is
   empty and the counting queue (bound to ``scout.#``) holds N messages.
-- baseline: the hand-written loop of ``baseline.py`` on an identical database,
-  started at its own T.
+- baseline: the hand-written loop of ``baseline.py`` (cron, no outbox) on an
+  identical database, started at its own T.
+- minimal: the minimal loop of ``minimal.py`` (no cron, no outbox: the floor)
+  on an identical database, started at its own T.
 
-The two alternate (their order swaps every repetition) and the medians are
-reported. T is placed so that no ``* * * * *`` schedule comes due a second time
-during the measurement (a long burst starts on a minute boundary, as real
-bursts do), so exactly N runs are expected.
+The three take turns (the order rotates every repetition) and the medians are
+reported, with the ratios ours / baseline and ours / minimal. T is placed so
+that no ``* * * * *`` schedule comes due a second time during the measurement
+(a long burst starts on a minute boundary, as real bursts do), so exactly N
+runs are expected.
 
-    python bench/burst.py --sizes 1000,10000,100000 --repeat 3
+    python bench/burst.py --sizes 1000,20000,100000 --repeat 3
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from datetime import UTC, datetime
 
 import baseline
 import common
+import minimal
 
 
 @dataclass
@@ -133,14 +137,16 @@ def measure_ours(count: int, loglevel: str, timeout: float) -> Result:
         )
 
 
-def measure_baseline(count: int) -> Result:
-    exchange = f"bench-base-{uuid.uuid4().hex[:8]}"
+def measure_loop(who: str, count: int) -> Result:
+    """One of the in-process loops (``baseline`` or ``minimal``) on a fresh database."""
+    fire_due = {"baseline": baseline.fire_due, "minimal": minimal.fire_due}[who]
+    exchange = f"bench-{who}-{uuid.uuid4().hex[:8]}"
     with common.scratch_database() as db_url, common.counting_queue(exchange) as queue:
         t = choose_instant(count, setup_lead(count) + 0.5)
         common.insert_schedules(db_url, count, datetime.fromtimestamp(t, UTC))
-        late = _check_setup(t, "baseline")
+        late = _check_setup(t, who)
         cpu: dict[str, float] = {}
-        elapsed = baseline.fire_due(db_url, exchange, start_at=t, cpu=cpu)
+        elapsed = fire_due(db_url, exchange, start_at=t, cpu=cpu)
         stats = common.run_stats(db_url)
         return Result(
             elapsed,
@@ -170,9 +176,36 @@ def _row(label: str, results: list[Result]) -> list[str]:
     ]
 
 
+CONTENDERS = ("ours", "baseline", "minimal")
+LABELS = {"ours": "scout-tasks", "baseline": "baseline", "minimal": "minimal loop"}
+
+
+def measure(who: str, count: int, loglevel: str) -> Result:
+    if who == "ours":
+        return measure_ours(count, loglevel, timeout=max(120.0, count / 200))
+    return measure_loop(who, count)
+
+
+def ratio_rows(
+    sizes: list[int], ours: dict[int, list[Result]], others: dict[str, dict[int, list[Result]]]
+) -> list[list[str]]:
+    """Per N: ours / each other contender in fires/s, the median and each repeat."""
+    rows = []
+    for n in sizes:
+        row = [f"N={n:,}"]
+        for results in others.values():
+            med = common.median([r.rate for r in ours[n]]) / common.median(
+                [r.rate for r in results[n]]
+            )
+            each = [o.rate / b.rate for o, b in zip(ours[n], results[n], strict=True)]
+            row += [f"{med:.2f}x", " ".join(f"{x:.2f}" for x in each)]
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1000,10000,100000", help="comma-separated N")
+    parser.add_argument("--sizes", default="1000,20000,100000", help="comma-separated N")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
         "--loglevel", default="warning", help="celery -l for beat and worker (celery's default)"
@@ -180,22 +213,19 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
 
-    ours: dict[int, list[Result]] = {n: [] for n in sizes}
-    base: dict[int, list[Result]] = {n: [] for n in sizes}
+    results: dict[str, dict[int, list[Result]]] = {
+        who: {n: [] for n in sizes} for who in CONTENDERS
+    }
     started = time.strftime("%Y-%m-%d %H:%M")
     try:
         for rep in range(args.repeat):
             for n in sizes:
-                timeout = max(120.0, n / 200)
-                order = ["ours", "baseline"] if rep % 2 == 0 else ["baseline", "ours"]
-                for who in order:
-                    common.log(f"repeat {rep + 1}/{args.repeat}: {who}, N={n:,}")
-                    if who == "ours":
-                        r = measure_ours(n, args.loglevel, timeout)
-                        ours[n].append(r)
-                    else:
-                        r = measure_baseline(n)
-                        base[n].append(r)
+                # Rotate, so each contender goes first, second and third in turn.
+                k = rep % len(CONTENDERS)
+                for who in CONTENDERS[k:] + CONTENDERS[:k]:
+                    common.log(f"repeat {rep + 1}/{args.repeat}: {LABELS[who]}, N={n:,}")
+                    r = measure(who, n, args.loglevel)
+                    results[who][n].append(r)
                     common.log(
                         f"  {r.elapsed:.2f} s, {r.rate:,.0f} fires/s, runs {r.runs:,}, "
                         f"queue {r.depth:,}, lag p50 {r.lag_p50:.2f} s p99 {r.lag_p99:.2f} s, "
@@ -218,22 +248,27 @@ def main() -> None:
         "pool RSS MiB",
         "each run s",
     ]
-    rows = []
-    for n in sizes:
-        rows.append(_row(f"scout-tasks N={n:,}", ours[n]))
-        rows.append(_row(f"baseline N={n:,}", base[n]))
+    rows = [_row(f"{LABELS[who]} N={n:,}", results[who][n]) for n in sizes for who in CONTENDERS]
     print(common.table(headers, rows))
     print()
-    ratio_rows = []
-    for n in sizes:
-        ratio = common.median([r.rate for r in ours[n]]) / common.median([r.rate for r in base[n]])
-        per_rep = [o.rate / b.rate for o, b in zip(ours[n], base[n], strict=True)]
-        ratio_rows.append([f"N={n:,}", f"{ratio:.2f}x", " ".join(f"{x:.2f}" for x in per_rep)])
-    print(common.table(["", "ours/baseline (fires/s)", "each repeat"], ratio_rows))
-    late = [r.late_setup for rs in (*ours.values(), *base.values()) for r in rs if r.late_setup]
+    others = {who: results[who] for who in CONTENDERS if who != "ours"}
+    print(
+        common.table(
+            [
+                "",
+                "ours/baseline (fires/s)",
+                "each repeat",
+                "ours/minimal (fires/s)",
+                "each repeat",
+            ],
+            ratio_rows(sizes, results["ours"], others),
+        )
+    )
+    every = [r for per_size in results.values() for rs in per_size.values() for r in rs]
+    late = [r.late_setup for r in every if r.late_setup]
     if late:
         print(f"\n{len(late)} measurement(s) whose setup overran T (max {max(late):.2f} s)")
-    if any(math.isnan(r.lag_p99) for rs in ours.values() for r in rs):
+    if any(math.isnan(r.lag_p99) for rs in results["ours"].values() for r in rs):
         print("\nsome runs had no lag figures")
 
 

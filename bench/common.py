@@ -351,7 +351,7 @@ def scout_env(db_url: str, exchange: str, task_queue: str, **overrides: str) -> 
 
 
 class CeleryProcess:
-    """One ``celery -A scout_tasks <kind>`` process, its log in a file.
+    """One ``celery -A scout_tasks <kind>`` process (or another ``app``'s), its log in a file.
 
     It runs in a scratch directory, so no ``.env`` or ``celeryconfig.py`` of the
     caller's working directory changes its configuration.
@@ -365,10 +365,12 @@ class CeleryProcess:
         *,
         concurrency: int = 2,
         loglevel: str = "warning",
+        app: str = "scout_tasks",
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.kind = kind
         self.log_path = workdir / f"{kind}-{uuid.uuid4().hex[:6]}.log"
-        args = [CELERY, "-A", "scout_tasks", kind, "-l", loglevel]
+        args = [CELERY, "-A", app, kind, "-l", loglevel, *extra_args]
         if kind == "worker":
             args += [
                 "-n",
@@ -463,18 +465,47 @@ def celery_stack(
     finally:
         beat.stop()
         worker.stop()
-        from scout_tasks.lifecycle import lifecycle_queue_names
-
         # Celery declares a direct exchange named after the task queue, too.
-        delete_broker_objects(
-            queues=[task_queue, *lifecycle_queue_names(task_queue)], exchanges=[task_queue]
-        )
+        delete_broker_objects(queues=worker_queues(task_queue), exchanges=[task_queue])
         if keep_logs:
             log(f"logs kept in {workdir}")
         else:
             for path in workdir.iterdir():
                 path.unlink()
             workdir.rmdir()
+
+
+def worker_queues(task_queue: str) -> list[str]:
+    """The queues a worker with ``task_queue`` declares: the task queue and the lifecycle ones.
+
+    The lifecycle queues' names come from scout-tasks' own name function when it
+    has one; every queue whose name starts with the (unique) task queue's is
+    added from ``rabbitmqctl list_queues`` when that works here, so a renamed
+    lifecycle queue is removed too.
+    """
+    names = [task_queue]
+    with contextlib.suppress(ImportError, AttributeError, TypeError):
+        from scout_tasks import lifecycle
+
+        names += list(lifecycle.lifecycle_queue_names(task_queue))  # type: ignore[attr-defined]
+    names += [q for q in broker_queue_names() if q.startswith(task_queue) and q not in names]
+    return names
+
+
+def broker_queue_names() -> list[str]:
+    """Every queue of the bench vhost, from ``rabbitmqctl`` (empty when that cannot run here)."""
+    vhost = kombu.Connection(BROKER_URL).virtual_host or "/"
+    try:
+        out = subprocess.run(
+            ["rabbitmqctl", "list_queues", "-q", "--no-table-headers", "-p", vhost, "name"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 def consumers(queue: str) -> int:
