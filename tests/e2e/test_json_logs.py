@@ -8,8 +8,11 @@ stderr kept apart from stdout, where Celery prints its banner.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -163,3 +166,49 @@ def test_beat_and_worker_write_json_lines(
         for record in records:
             datetime.fromisoformat(record["time"])
             assert record["logger"]
+
+
+def test_api_writes_json_lines(db_url: str, broker_url: str, tmp_path: Path) -> None:
+    """`scout-tasks api`: uvicorn's start-up and access lines and scout-tasks' own, all JSON."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    env = scout_env(db_url, broker_url, "scout", SCOUT_LOG_FORMAT="json")
+    out_path, err_path = tmp_path / "api.stdout", tmp_path / "api.stderr"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen(
+            [str(Path(CELERY).with_name("scout-tasks")), "api", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=err,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    urllib.request.urlopen(f"{base}/api/scout/runs", timeout=2).read()
+                    break
+                except OSError:
+                    assert proc.poll() is None, err_path.read_text()
+                    assert time.monotonic() < deadline, err_path.read_text()
+                    time.sleep(0.2)
+            with pytest.raises(urllib.error.HTTPError):
+                urllib.request.urlopen(f"{base}/api/scout/runs/not-a-uuid", timeout=5)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    records = []
+    for path in (err_path, out_path):
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                pytest.fail(f"{path.name} line is not JSON: {line!r}")
+            assert isinstance(record.get("level"), str) and "message" in record, line
+            assert "color_message" not in record, line
+            records.append(record)
+    loggers = {record["logger"] for record in records}
+    assert {"uvicorn.error", "uvicorn.access"} <= loggers, loggers
+    assert any("/api/scout/runs HTTP/1.1" in str(r["message"]) for r in records)
