@@ -91,3 +91,48 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
             (firing if check["exp_alerts"] else quiet).add(check["alertname"])
     assert firing == ALERTS
     assert quiet == ALERTS
+
+
+def test_grafana_dashboard_queries_known_metrics() -> None:
+    import json
+
+    dashboard = json.loads((DEPLOY.parent / "grafana" / "scout-tasks.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    contract = {
+        "scout_runs_created_total",
+        "scout_events_published_total",
+        "scout_skipped_slots_total",
+        "scout_fire_lag_seconds_bucket",
+        "scout_schedules_enabled",
+        "scout_schedules_overdue",
+        "scout_outbox_backlog",
+        "scout_outbox_oldest_age_seconds",
+        "scout_beat_last_tick_timestamp_seconds",
+    }
+    used = {name for name in contract | METRICS for expr in exprs if name in expr}
+    assert used == contract | METRICS
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+@needs_promtool
+def test_grafana_dashboard_queries_parse(tmp_path: Path) -> None:
+    import json
+
+    # promtool has no offline query checker; a recording rule per query has
+    # its expression parsed by `check rules`.
+    dashboard = json.loads((DEPLOY.parent / "grafana" / "scout-tasks.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query{i}", "expr": e} for i, e in enumerate(exprs)
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(yaml.safe_dump(rules))
+    result = _promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
