@@ -8,6 +8,8 @@ set -euo pipefail
 marker=/tmp/scout-agent-user.done
 rm -f "$marker"
 (
+    # The server's Erlang cookie, whoever runs this (root here, rabbitmq there).
+    export HOME=/var/lib/rabbitmq
     until rabbitmqctl -q await_startup --timeout 30 >/dev/null 2>&1; do sleep 2; done
     if bash /scout/agent-user.sh; then
         touch "$marker"
