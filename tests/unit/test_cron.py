@@ -743,7 +743,7 @@ REFUSED = [
     ("@ daily", "unknown nickname"),
     ("@daily 5", "stands alone"),
     ("@daily * * * *", "stands alone"),
-    ("0 @daily", "minute"),
+    ("0 @daily", "expected 5 fields"),
     ("", "empty"),
     ("   ", "empty"),
     ("0 0 30 2 *", "never fire"),
