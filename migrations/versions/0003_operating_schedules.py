@@ -184,9 +184,13 @@ def _row(alias: str) -> str:
 # The history is written by the database, so an edit made with psql is recorded
 # like one made through the API. The function itself compares the rows as JSON
 # (all columns but NOT_CHANGES), so what it records never depends on TRACKED.
+# SECURITY DEFINER: a role allowed to edit schedules gets its edits recorded
+# without being allowed to write (or forge) history itself; session_user, which
+# the actor names, is not changed by it. The search_path is pinned to the
+# migration's so nobody can slip another scout_schedule_changes in front.
 _RECORD_CHANGE = """
 CREATE FUNCTION scout_schedules_record_change() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     old_fields jsonb := '{}';
     new_fields jsonb := '{}';

@@ -64,8 +64,8 @@ class Psql:
     def __init__(self, db_url: str) -> None:
         url = make_url(db_url)
         self.conn = psycopg2.connect(
-            host=url.host, port=url.port, user=url.username, dbname=url.database,
-            application_name="psql",
+            host=url.host, port=url.port, user=url.username, password=url.password,
+            dbname=url.database, application_name="psql",
         )  # fmt: skip
         self.conn.autocommit = True
 
@@ -109,6 +109,56 @@ def test_plain_sql_edits_are_recorded_with_role_and_application_name(
         # The trigger cleared next_run_at too: bookkeeping, not listed.
         "changes": {"cron_expression": ["0 * * * *", "30 * * * *"], "max_strategies": [5, 6]},
     }
+
+
+@pytest.fixture
+def editor_role(db_url: str) -> Iterator[str]:
+    """A login role that may edit schedules and nothing else (roles are cluster-wide:
+    a unique name, dropped afterwards)."""
+    name = f"scout_test_editor_{uuid.uuid4().hex[:8]}"
+    admin = Psql(db_url)
+    # A password too, in case the server does not trust local logins.
+    admin(f"CREATE ROLE {name} LOGIN PASSWORD '{name}'")
+    admin(f"GRANT SELECT, UPDATE ON scout_schedules TO {name}")
+    try:
+        yield name
+    finally:
+        admin(f"DROP OWNED BY {name}")
+        admin(f"DROP ROLE {name}")
+        admin.conn.close()
+
+
+def test_the_actor_is_the_login_role_and_history_cannot_be_forged(
+    engine: Engine, db_url: str, editor_role: str
+) -> None:
+    created = service.create_schedule(engine, _spec())
+    editor = Psql(
+        make_url(db_url)
+        .set(username=editor_role, password=editor_role)
+        .render_as_string(hide_password=False)
+    )
+    try:
+        editor("UPDATE scout_schedules SET description = 'edited by a restricted role'")
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            editor(
+                "INSERT INTO scout_schedule_changes (schedule_id, actor, action, changes) "
+                "VALUES (gen_random_uuid(), 'someone else', 'update', '{}')"
+            )
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            editor("DELETE FROM scout_schedule_changes")
+    finally:
+        editor.conn.close()
+
+    latest = _history(engine, created["id"])[-1]
+    assert latest["actor"] == f"{editor_role} (psql)"
+    assert latest["changes"] == {"description": ["", "edited by a restricted role"]}
+    assert count(engine, "scout_schedule_changes") == 2
+
+
+def test_an_actor_is_kept_verbatim(engine: Engine) -> None:
+    actor = "Robert'); DROP TABLE scout_schedule_changes;-- 🚀"
+    created = service.create_schedule(engine, _spec(), actor=actor)
+    assert _history(engine, created["id"])[0]["actor"] == actor
 
 
 def test_an_update_that_changes_nothing_is_not_recorded(engine: Engine, psql: Psql) -> None:
