@@ -7,6 +7,7 @@ transaction. Everything runs on the real PostgreSQL and RabbitMQ.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-from scout_tasks import cron, firing, service
+from scout_tasks import cron, firing, schedules, service
 from scout_tasks.errors import InvalidInput, ScheduleNotFound
 from tests.integration.helpers import (
     TRIGGER_KEYS,
@@ -398,6 +399,34 @@ def test_enabling_a_paused_schedule_through_update_resumes_it(engine: Engine) ->
     assert enabled["next_run_at"] is not None
     assert (enabled["paused_reason"], enabled["paused_at"], enabled["paused_by"]) == (None,) * 3
     assert _history(engine, created["id"])[-1]["action"] == "resume"
+
+
+def test_pause_waits_for_a_firing_batch_and_is_not_undone_by_it(engine: Engine) -> None:
+    """The beat holds the claimed row until it commits; the pause then applies on top."""
+    insert_due_schedules(engine, 1, cron="* * * * *")
+    schedule_id = row(engine, "SELECT id FROM scout_schedules")["id"]
+    done: list[dict[str, Any]] = []
+    with engine.connect() as beat:
+        claim = beat.begin()
+        assert [d.id for d in schedules.claim_due(beat, 10)] == [schedule_id]
+        pauser = threading.Thread(
+            target=lambda: done.append(service.pause(engine, schedule_id, reason="outage"))
+        )
+        pauser.start()
+        pauser.join(0.5)
+        assert pauser.is_alive()  # waiting for the beat's lock
+        schedules.advance(beat, [schedule_id], [datetime(2099, 1, 1, tzinfo=UTC)], [None], [0])
+        claim.commit()
+    pauser.join(10)
+
+    assert len(done) == 1
+    final = _db_row(engine, schedule_id)
+    assert (final["enabled"], final["next_run_at"], final["paused_reason"]) == (
+        False,
+        None,
+        "outage",
+    )
+    assert [h["action"] for h in _history(engine, schedule_id)] == ["create", "pause"]
 
 
 # --- pause by plain SQL -----------------------------------------------------------------

@@ -26,7 +26,8 @@ TABLES = {"scout_schedules", "scout_runs", "scout_outbox", "scout_schedule_chang
 TRIGGERS = {
     "scout_schedules_before_update",
     "scout_schedules_notify",
-    "scout_schedules_record_change",
+    "scout_schedules_record_create",
+    "scout_schedules_record_delete",
     "scout_schedules_record_update",
 }
 SCRIPTS = ScriptDirectory.from_config(migrate.alembic_config("unused"))
