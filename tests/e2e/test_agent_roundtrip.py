@@ -114,8 +114,8 @@ def roundtrip(
             channel = conn.default_channel
             for name in (
                 task_queue,
-                f"{task_queue}.lifecycle",
-                f"{task_queue}.lifecycle.dead",
+                f"{task_queue}.lifecycle.v2",
+                f"{task_queue}.lifecycle.v2.dead",
                 agent_queue,
             ):
                 try:
