@@ -163,7 +163,8 @@ class LifecycleConsumer(ConsumerMixin):
     def establish_connection(self) -> Iterator[kombu.Connection]:
         # One attempt: run() owns the backoff, and can be stopped while it waits.
         with self.create_connection() as conn:
-            conn.connect()
+            # max_retries=0: no retry (and no 2 s sleep) inside kombu.
+            conn.ensure_connection(max_retries=0)
             yield conn
 
     def get_consumers(self, _consumer: Any, channel: Any) -> list[Consumer]:

@@ -42,7 +42,7 @@ from scout_tasks.lifecycle_queues import DELIVERY_LIMIT, LifecycleQueues
 from scout_tasks.lifecycle_step import LifecycleStep
 from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage
 from scout_tasks.recorder import Outcome, OutcomeKind, handle_message
-from tests.integration.helpers import execute, row, rows, scalar
+from tests.integration.helpers import TcpProxy, execute, row, rows, scalar
 
 # PostgreSQL's port with nothing listening: the database is "down".
 DB_DOWN_URL = "postgresql+psycopg2://postgres@127.0.0.1:1/scout"
@@ -682,6 +682,39 @@ def test_a_message_that_makes_the_handler_raise_stops_after_the_delivery_limit(
         assert harness.consumer.sessions == 1
     finally:
         harness.close()
+
+
+def test_the_consumer_reconnects_with_backoff_and_loses_nothing(
+    engine: Engine,
+    broker_url: str,
+    exchange_name: str,
+    publisher: ConfirmingPublisher,
+    lifecycle_logs: pytest.LogCaptureFixture,
+) -> None:
+    proxy = TcpProxy()
+    proxied = broker_url.replace("127.0.0.1:5672", f"127.0.0.1:{proxy.port}")
+    assert proxied != broker_url
+    harness = Harness(broker_url, exchange_name, engine, start=False)
+    harness.broker_url = proxied
+    try:
+        harness.start()
+        consumer = harness.consumer
+        assert consumer is not None
+        proxy.cut()
+        run_id = new_run(engine)
+        # Published while the consumer is away: it waits in the queue.
+        publish(publisher, event("scout.started", run_id, source="stratninja"))
+        time.sleep(1.5)
+        # 0.2 s, then 0.4 s between attempts: a few, not a storm.
+        assert 2 <= actions(lifecycle_logs).count("lifecycle.reconnect") <= 6
+        assert get_run(engine, run_id)["status"] == "pending"
+        proxy.restore()
+        harness.expect(1)
+        assert get_run(engine, run_id)["status"] == "running"
+        assert consumer.sessions == 2
+    finally:
+        harness.close()
+        proxy.close()
 
 
 # --- the database is down ---------------------------------------------------------
