@@ -37,7 +37,7 @@ from scout_tasks.deliveries import (
     raw_body,
 )
 from scout_tasks.inbound import MAX_BODY_BYTES
-from scout_tasks.lifecycle import LifecycleConsumer
+from scout_tasks.lifecycle import ATTEMPTS_BEFORE_BLAME, LifecycleConsumer
 from scout_tasks.lifecycle_queues import DELIVERY_LIMIT, LifecycleQueues
 from scout_tasks.lifecycle_step import LifecycleStep
 from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage
@@ -715,6 +715,48 @@ def test_the_consumer_reconnects_with_backoff_and_loses_nothing(
     finally:
         harness.close()
         proxy.close()
+
+
+class StickyConsumer(LifecycleConsumer):
+    """One message (message_id "sticky") fails like an outage while the database answers."""
+
+    attempts = 0
+
+    def handle(self, message: Message) -> Outcome:
+        if message.properties.get("message_id") == "sticky":
+            type(self).attempts += 1
+            return Outcome(OutcomeKind.RETRY, reason="looks like an outage, is not one")
+        return super().handle(message)
+
+
+def test_a_message_that_keeps_failing_while_the_database_answers_is_not_held_forever(
+    engine: Engine, broker_url: str, exchange_name: str, publisher: ConfirmingPublisher
+) -> None:
+    StickyConsumer.attempts = 0
+    harness = Harness(broker_url, exchange_name, engine, consumer_class=StickyConsumer)
+    try:
+        run_id = new_run(engine)
+        publish_raw(
+            broker_url,
+            exchange_name,
+            "scout.started",
+            json.dumps(event("scout.started", run_id)).encode(),
+            message_id="sticky",
+        )
+        publish(publisher, event("scout.completed", run_id, **COUNTERS))
+        # Blamed after ATTEMPTS_BEFORE_BLAME tries per delivery, returned (a delivery
+        # spent), and dead-lettered by the broker after the limit; the other event
+        # is applied meanwhile.
+        harness.expect(DELIVERY_LIMIT + 2, timeout=40)
+        assert harness.consumer is not None
+        assert harness.consumer.settled == {"returned": DELIVERY_LIMIT + 1, "acked": 1}
+        assert StickyConsumer.attempts == ATTEMPTS_BEFORE_BLAME * (DELIVERY_LIMIT + 1)
+        assert get_run(engine, run_id)["status"] == "completed"
+        [dead] = harness.take_all(harness.dead_queue)
+        assert dead.properties["message_id"] == "sticky"
+        assert dead.headers["x-death"][0]["reason"] == "delivery_limit"
+    finally:
+        harness.close()
 
 
 # --- the database is down ---------------------------------------------------------
