@@ -9,6 +9,7 @@ worker's one connection before the ack, the message came back, and so on (about
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import uuid
 from pathlib import Path
@@ -35,6 +36,14 @@ def _schedule_due_in(engine: Engine, seconds: float) -> uuid.UUID:
             ),
             {"n": f"after poison {uuid.uuid4().hex[:6]}", "s": seconds},
         ).scalar_one()
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` (the worker's main process, where the consumer runs)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
 
 
 def _dead_letters(broker_url: str, queue: str) -> list[kombu.Message]:
@@ -86,15 +95,54 @@ def test_a_130_kb_headers_message_is_dead_lettered_once_and_schedules_still_fire
             time.sleep(0.2)
         time.sleep(3)  # room for a storm to show, had there been one
 
+        # A 5 MB progress for that run: set aside unparsed, not stored, and the
+        # worker's memory barely moves (main stored it: RSS 82 -> 410 MB).
+        with engine.connect() as conn:
+            run_id = conn.execute(
+                text("SELECT id FROM scout_runs WHERE schedule_id = :s"), {"s": schedule_id}
+            ).scalar_one()
+        rss_before = _rss_mb(worker.pid)
+        huge = {
+            "event_id": str(uuid.uuid4()),
+            "event_type": "scout.progress",
+            "run_id": str(run_id),
+            "stage": "fetch",
+            "progress": 1,
+            "message": "m" * 5_000_000,
+        }
+        with kombu.Connection(broker_url) as conn:
+            Producer(conn.default_channel).publish(
+                json.dumps(huge).encode(),
+                exchange=exchange_name,
+                routing_key="scout.progress",
+                content_type="application/json",
+                content_encoding="utf-8",
+                message_id=huge["event_id"],
+                delivery_mode=2,
+            )
+        deadline = time.monotonic() + 20
+        while worker.log().count("malformed scout.progress message set aside") < 2:
+            assert time.monotonic() < deadline, worker.log()[-4000:]
+            time.sleep(0.2)
+        rss_after = _rss_mb(worker.pid)
+        print(f"\nworker RSS {rss_before:.0f} MB -> {rss_after:.0f} MB after a 5 MB progress")
+        assert rss_after - rss_before < 40
+        with engine.connect() as conn:
+            metrics = conn.execute(
+                text("SELECT metrics FROM scout_runs WHERE id = :r"), {"r": run_id}
+            ).scalar_one()
+        assert metrics is None or "progress" not in metrics
+
         log = worker.log()
-        assert log.count("malformed scout.progress message set aside") == 1, log[-4000:]
+        assert log.count("malformed scout.progress message set aside") == 2, log[-4000:]
         assert log.count("consuming lifecycle events from") == 1, log[-4000:]
         assert "lifecycle consumer lost its broker connection" not in log
         assert "Connection to broker lost" not in log
         assert worker.alive() and beat.alive()
-        [dead] = _dead_letters(broker_url, names.dead_queue)
-        assert dead.properties["message_id"] == "padded"
-        assert dead.headers["x-death"][0]["count"] == 1
+        padded, big = _dead_letters(broker_url, names.dead_queue)
+        assert padded.properties["message_id"] == "padded"
+        assert padded.headers["x-death"][0]["count"] == 1
+        assert big.properties["message_id"] == huge["event_id"]
     finally:
         beat.stop()
         worker.stop()
