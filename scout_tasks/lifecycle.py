@@ -56,6 +56,7 @@ from scout_tasks.lifecycle_queues import (
     retire_legacy_queue,
 )
 from scout_tasks.recorder import (
+    MAX_REASON,
     Outcome,
     OutcomeKind,
     database_answers,
@@ -219,9 +220,20 @@ class LifecycleConsumer(ConsumerMixin):
         self._deliver(message, dead_lettering=self.names.dead_lettering)
 
     def on_decode_error(self, message: Message, exc: Exception) -> None:
+        reason = f"cannot decode the message: {exc!r}"[:MAX_REASON]
+        log.warning(
+            "undecodable lifecycle message set aside: %s",
+            reason,
+            extra={
+                "action": "lifecycle.malformed",
+                "routing_key": short(message.delivery_info.get("routing_key")),
+                "event_id": short(message.properties.get("message_id")),
+                "reason": reason,
+            },
+        )
         self._settle(
             message,
-            Outcome(OutcomeKind.MALFORMED, reason=f"cannot decode the message: {exc!r}"[:200]),
+            Outcome(OutcomeKind.MALFORMED, reason=reason),
             dead_lettering=self.names.dead_lettering,
         )
 
@@ -239,12 +251,13 @@ class LifecycleConsumer(ConsumerMixin):
         try:
             outcome = self.handle(message)
         except Exception as exc:
+            routing_key = short(message.delivery_info.get("routing_key"))
             log.exception(
                 "unexpected error handling %s",
-                message.delivery_info.get("routing_key"),
+                routing_key,
                 extra={
                     "action": "lifecycle.error",
-                    "routing_key": message.delivery_info.get("routing_key"),
+                    "routing_key": routing_key,
                     "event_id": short(message.properties.get("message_id")),
                 },
             )

@@ -717,6 +717,18 @@ def test_the_consumer_reconnects_with_backoff_and_loses_nothing(
         proxy.close()
 
 
+def test_a_queue_deleted_under_the_consumer_is_declared_again(
+    engine: Engine, harness: Harness, publisher: ConfirmingPublisher
+) -> None:
+    with harness.connection.channel() as channel:
+        channel.queue_delete(queue=harness.queue)
+    wait_until(lambda: harness.consumer is not None and harness.consumer.sessions == 2, "back")
+    run_id = new_run(engine)
+    publish(publisher, event("scout.started", run_id, source="stratninja"))
+    harness.expect(1)
+    assert get_run(engine, run_id)["status"] == "running"
+
+
 class StickyConsumer(LifecycleConsumer):
     """One message (message_id "sticky") fails like an outage while the database answers."""
 
