@@ -7,6 +7,7 @@ lifecycle consumer -> the run row.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -123,6 +124,8 @@ def roundtrip(
                 except conn.channel_errors:
                     # A missing queue closes the channel; carry on with a new one.
                     channel = conn.channel()
+            with contextlib.suppress(conn.channel_errors):
+                channel.exchange_delete(f"{task_queue}.lifecycle.v2.dlx")
 
 
 def _start_agent(rt: dict[str, Any], broker_url: str, exchange: str, *extra: str) -> AgentProcess:
