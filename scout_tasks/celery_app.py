@@ -70,10 +70,10 @@ app.add_defaults(celery_defaults)
 app.config_from_object("celeryconfig", silent=True)
 
 # The agents' lifecycle events are consumed inside the worker, living and
-# dying with it.
-from scout_tasks.lifecycle import LifecycleConsumer  # noqa: E402
+# dying with it, on a connection of their own (never the task consumer's).
+from scout_tasks.lifecycle_step import LifecycleStep  # noqa: E402
 
-app.steps["consumer"].add(LifecycleConsumer)
+app.steps["worker"].add(LifecycleStep)
 
 
 @after_setup_logger.connect

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from scout_tasks import db, firing, lifecycle, outbox
+from scout_tasks import db, firing, outbox, sweep
 from scout_tasks.celery_app import app
 from scout_tasks.publisher import ConfirmingPublisher
 from scout_tasks.settings import get_settings
@@ -129,7 +129,7 @@ def _sweep(slot: str | None) -> int:
     """Fail runs whose agent never started or went silent (they would stay active forever)."""
     settings = get_settings()
     try:
-        return lifecycle.sweep_stale_runs(
+        return sweep.sweep_stale_runs(
             db.get_engine(), None, settings.run_pending_timeout, settings.run_timeout
         )
     except DBAPIError as exc:
