@@ -54,7 +54,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException
 
 from scout_tasks import cron, db, outbox, runs, schedules, service
-from scout_tasks.embedded import broker_transport_options
+from scout_tasks.broker import broker_transport_options
 from scout_tasks.errors import (
     DuplicateScheduleName,
     InvalidInput,

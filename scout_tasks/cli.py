@@ -536,7 +536,7 @@ def dev(api_port: int, no_api: bool, demo_in_seconds: float | None) -> int:
     embedded PostgreSQL and a file-based broker with their state in ./.scout,
     which every other command run in this folder then uses.
     """
-    from scout_tasks import dev as dev_mode
+    from scout_tasks.dev import run as dev_mode
 
     return dev_mode.run(
         load_settings(),
