@@ -129,7 +129,8 @@ class DueSchedule:
     timezone: str
     source: str
     max_strategies: int
-    next_run_at: datetime
+    # None when the stored value is outside what Python can hold (see _CLAIM_DUE).
+    next_run_at: datetime | None
     misfire_policy: str
     misfire_grace_seconds: int
     overlap_policy: str
@@ -140,7 +141,12 @@ class DueSchedule:
 _CLAIM_DUE = text(
     """
     SELECT s.id, s.name, s.cron_expression, s.timezone, s.source, s.max_strategies,
-           s.next_run_at, s.misfire_policy, s.misfire_grace_seconds, s.overlap_policy,
+           -- A timestamp Python cannot hold would fail the whole batch's fetch:
+           -- read as NULL, it sets just that schedule aside.
+           CASE WHEN s.next_run_at >= '0001-01-01 00:00:00+00'
+                 AND s.next_run_at < '10000-01-01 00:00:00+00'
+                THEN s.next_run_at END AS next_run_at,
+           s.misfire_policy, s.misfire_grace_seconds, s.overlap_policy,
            CASE WHEN s.overlap_policy = 'skip' THEN
                (SELECT r.status FROM scout_runs r WHERE r.id = s.last_run_id)
            END AS last_run_status
@@ -159,7 +165,7 @@ def claim_due(conn: Connection, limit: int) -> list[DueSchedule]:
     SKIP LOCKED makes concurrent claimers split the work instead of queueing on
     each other; "due" is measured by the database's clock, which every host shares.
     """
-    return [DueSchedule(*row) for row in conn.execute(_CLAIM_DUE, {"limit": limit})]
+    return [DueSchedule(**row._mapping) for row in conn.execute(_CLAIM_DUE, {"limit": limit})]
 
 
 _CLAIM_UNSCHEDULED = text(
