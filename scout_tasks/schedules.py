@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from scout_tasks.db import translate_db_error
 from scout_tasks.errors import DuplicateScheduleName, ScheduleNotFound
 from scout_tasks.tables import schedules
 
@@ -26,10 +27,9 @@ def _as_dict(row: Row[Any]) -> dict[str, Any]:
 
 
 def _translate(exc: IntegrityError, name: str | None) -> Exception:
-    constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
-    if constraint == "uq_scout_schedules_name" and name is not None:
-        return DuplicateScheduleName(name)
-    return exc
+    """A taken name becomes DuplicateScheduleName; any other refusal stays the driver's."""
+    translated = translate_db_error(exc, schedule_name=name)
+    return translated if isinstance(translated, DuplicateScheduleName) else exc
 
 
 def create_schedule(conn: Connection, values: dict[str, Any]) -> dict[str, Any]:
