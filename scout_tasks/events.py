@@ -79,7 +79,3 @@ class CancelledEvent(_Event):
 def encode(payload: dict[str, Any]) -> bytes:
     """Wire bytes for a payload (compact JSON, UTF-8)."""
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def new_event_id() -> uuid.UUID:
-    return uuid.uuid4()

@@ -112,7 +112,11 @@ def delete_schedule(conn: Connection, schedule_id: uuid.UUID) -> None:
 
 
 def touch_all(conn: Connection) -> None:
-    """Wake every beat (the explicit reload): a no-op write fires the NOTIFY trigger."""
+    """Wake every beat (the explicit reload): NOTIFY the channel the beats LISTEN on.
+
+    Sent when the transaction commits, like the trigger's NOTIFY on a real change;
+    no row is written.
+    """
     conn.execute(text("SELECT pg_notify('scout_schedules', 'reload')"))
 
 
@@ -248,6 +252,8 @@ def set_next_run(
     )
 
 
+# Two index probes on the partial due-index, never a scan of all schedules. The
+# beat runs it on its own psycopg2 session (the one that LISTENs).
 HORIZON_QUERY = text(
     """
     SELECT now() AS now,
@@ -267,12 +273,6 @@ class Horizon:
     now: datetime
     earliest: datetime | None
     unscheduled: bool
-
-
-def horizon(conn: Connection) -> Horizon:
-    """Two index probes on the partial due-index, never a scan of all schedules."""
-    row = conn.execute(HORIZON_QUERY).one()
-    return Horizon(row.now, row.earliest, row.unscheduled)
 
 
 def enabled_and_skipped_totals(conn: Connection) -> tuple[int, int]:

@@ -36,7 +36,6 @@ metadata = MetaData(
 )
 
 RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 TRIGGER_TYPES = ("scheduled", "manual", "event")
 MISFIRE_POLICIES = ("coalesce", "skip", "catch_up")
 OVERLAP_POLICIES = ("allow", "skip")
