@@ -1,6 +1,6 @@
 """Event payloads: frozen, typed values and the one function that makes them wire bytes.
 
-The shapes are pinned by CONTRACT.md; consumers must tolerate extra keys, so
+The shapes are pinned by docs/contract.md; consumers must tolerate extra keys, so
 inbound models ignore unknown fields and outbound ones never drop known ones.
 """
 

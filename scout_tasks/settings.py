@@ -1,6 +1,6 @@
 """Configuration read from the environment (and an optional ``.env`` file).
 
-The variable names are part of the contract (CONTRACT.md); everything else about
+The variable names are part of the contract (docs/contract.md); everything else about
 the process reads its configuration from :func:`get_settings`.
 
 ``SCOUT_DATABASE_URL`` and ``SCOUT_BROKER_URL`` have no fixed default: unset,

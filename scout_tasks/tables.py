@@ -1,7 +1,7 @@
 """The database schema as SQLAlchemy Core tables: the one description Alembic compares against.
 
 Defaults live on the server (``server_default``) so that an operator's plain SQL
-INSERT naming only the seed's columns works.
+INSERT naming only the original columns (docs/contract.md, "Database") works.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Plain SQL is a first-class way to change a schedule (CONTRACT, "Database").
+"""Plain SQL is a first-class way to change a schedule (docs/contract.md, "Database").
 
-An INSERT naming only the seed's columns works, the trigger keeps next_run_at
+An INSERT naming only the original columns works, the trigger keeps next_run_at
 honest on UPDATE, and the scheduler computes what SQL left NULL.
 """
 
