@@ -242,7 +242,7 @@ class LocalPostgres:
         if self.account is None:
             return
         account = self.account
-        for path, what in ((self.pgdata, "its data folder"), (bin_dir, "PostgreSQL")):
+        for path, what in ((self.pgdata.parent, "its data folder"), (bin_dir, "PostgreSQL")):
             blocked = _blocked_at(path, account)
             if blocked is not None:
                 raise ConfigurationError(
