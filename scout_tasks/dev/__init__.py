@@ -4,5 +4,6 @@
   (``.scout/``) and the ``.scout/dev.json`` record other commands read;
 - :mod:`scout_tasks.dev.postgres`: the project's PostgreSQL process (only
   ``dev`` starts or stops it; nothing outside this package imports it);
+- :mod:`scout_tasks.dev.children`: its child processes (another account, die with dev);
 - :mod:`scout_tasks.dev.run`: the command itself (servers, children, event tail).
 """

@@ -21,7 +21,6 @@ Only :mod:`scout_tasks.dev` imports this module.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.util
 import logging
 import os
@@ -29,15 +28,14 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import URL
 
+from scout_tasks.dev.children import Account, child_setup
 from scout_tasks.dev.state import SOCKET_PORT, Layout, postgres_running
 from scout_tasks.errors import ConfigurationError, ScoutTasksError
 
@@ -48,7 +46,6 @@ DATABASE = "scout"
 SUPERUSER = "postgres"
 # Who runs PostgreSQL when scout-tasks runs as root (PostgreSQL refuses root).
 SERVER_USER = "nobody"
-_PR_SET_PDEATHSIG = 1
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 10.0
 
@@ -62,15 +59,6 @@ def database_url(socket_dir: Path) -> str:
         query={"host": str(socket_dir)},
     )
     return url.render_as_string(hide_password=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Account:
-    """The unprivileged user PostgreSQL runs as when we are root."""
-
-    name: str
-    uid: int
-    gid: int
 
 
 def server_account() -> Account | None:
@@ -87,36 +75,6 @@ def server_account() -> Account | None:
             "as; run scout-tasks as another user or set SCOUT_DATABASE_URL"
         ) from None
     return Account(entry.pw_name, entry.pw_uid, entry.pw_gid)
-
-
-def child_setup(death_signal: int, account: Account | None = None) -> Callable[[], None] | None:
-    """A ``preexec_fn``: drop to ``account``, then get ``death_signal`` when we die.
-
-    With it a child never outlives ``scout-tasks dev``, even one killed with
-    SIGKILL (Linux; elsewhere only the orderly stop applies). The identity is
-    changed here rather than with Popen's ``user=``, which runs after
-    ``preexec_fn``: a change of identity clears the parent-death signal.
-    """
-    libc: Any = None
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError):
-            libc = ctypes.CDLL(None, use_errno=True)
-    if libc is None and account is None:
-        return None
-    parent = os.getpid()
-
-    def setup() -> None:
-        if account is not None:
-            os.setgroups([])
-            os.setgid(account.gid)
-            os.setuid(account.uid)
-        if libc is not None:
-            libc.prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
-            if os.getppid() != parent:
-                # We died between fork and prctl: nobody would send the signal.
-                os.kill(os.getpid(), death_signal)
-
-    return setup
 
 
 def _blocked_at(path: Path, account: Account) -> Path | None:

@@ -21,8 +21,6 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,7 +34,8 @@ from kombu import Exchange, Queue
 
 from scout_tasks import broker, migrate
 from scout_tasks.dev import state
-from scout_tasks.dev.postgres import LocalPostgres, child_setup
+from scout_tasks.dev.children import Children, executable
+from scout_tasks.dev.postgres import LocalPostgres
 from scout_tasks.dev.state import DevInstance, Layout
 from scout_tasks.settings import Settings, mask_url
 
@@ -51,59 +50,10 @@ DEMO_SCHEDULE = {
 TAIL_QUEUE = "scout-tasks.dev-tail"
 # How often the filesystem broker's leftovers are pruned, in seconds.
 HOUSEKEEPING_INTERVAL = 30.0
-CHILD_STOP_TIMEOUT = 15.0
 
 
 def _say(message: str) -> None:
     print(f"scout-tasks dev: {message}", flush=True)
-
-
-def _bin(name: str) -> str:
-    candidate = Path(sys.executable).with_name(name)
-    return str(candidate) if candidate.exists() else name
-
-
-class Children:
-    """Child processes in our own process group, stopped together."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        with (self.log_dir / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                # SIGTERM is a warm shutdown for celery and a graceful one for uvicorn.
-                preexec_fn=child_setup(signal.SIGTERM),
-            )
-
-    def pids(self) -> dict[str, int]:
-        return {name: proc.pid for name, proc in self.procs.items()}
-
-    def check(self) -> str | None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                return name
-        return None
-
-    def stop(self, timeout: float = CHILD_STOP_TIMEOUT) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in self.procs.values():
-            remaining = max(0.1, deadline - time.monotonic())
-            try:
-                proc.wait(timeout=remaining)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
 
 
 @dataclass(slots=True)
@@ -314,7 +264,7 @@ def _start_children(
     children: Children, settings: Settings, layout: Layout, api_port: int | None
 ) -> str | None:
     """Start the worker, the beat and (unless ``api_port`` is None) the API; the API's URL."""
-    celery = _bin("celery")
+    celery = executable("celery")
     env = _child_env(settings)
     names = "worker, beat and HTTP API" if api_port is not None else "worker and beat"
     _say(f"starting {names} ...")
@@ -325,7 +275,7 @@ def _start_children(
     children.start("beat", [celery, "-A", "scout_tasks", "beat", "-l", "info"], env)
     if api_port is None:
         return None
-    children.start("api", [_bin("scout-tasks"), "api", "--port", str(api_port)], env)
+    children.start("api", [executable("scout-tasks"), "api", "--port", str(api_port)], env)
     api_url = f"http://127.0.0.1:{api_port}"
     _say(f"HTTP API on {api_url} (OpenAPI at {api_url}/docs)")
     return api_url

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from scout_tasks.dev.postgres import Account, _own_server_dir
+from scout_tasks.dev.children import Account
+from scout_tasks.dev.postgres import _own_server_dir
 from scout_tasks.dev.state import Layout
 from scout_tasks.errors import ConfigurationError
 
