@@ -10,6 +10,7 @@ dependency; hiding a circle in a function only moves the surprise).
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,46 @@ def test_only_dev_imports_the_postgres_process() -> None:
 
     importers = sorted(m for m, edges in graph.items() if "scout_tasks.dev.postgres" in edges)
     assert importers and all(m.startswith("scout_tasks.dev.") for m in importers), importers
+
+
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+# Package roots with no code of their own: importing them costs nothing.
+NEUTRAL = {"scout_tasks", "scout_tasks.dev"}
+
+
+def documented_layers() -> dict[str, int]:
+    """docs/architecture.md's numbered layer list: module (or package) name -> layer."""
+    text = ARCHITECTURE.read_text()
+    section = text.split("## Modules", 1)[1]
+    layers: dict[str, int] = {}
+    for number, line in re.findall(r"^(\d+)\. (.+)$", section, flags=re.MULTILINE):
+        for name in re.findall(r"`([a-z_.]+)`", line):
+            layers[f"scout_tasks.{name}"] = int(number)
+    return layers
+
+
+def _layer_of(module: str, layers: dict[str, int]) -> int | None:
+    owners = [n for n in layers if module == n or module.startswith(f"{n}.")]
+    return layers[max(owners, key=len)] if owners else None
+
+
+def test_every_module_has_a_documented_layer() -> None:
+    layers = documented_layers()
+
+    missing = sorted(
+        m for m in import_graph() if m not in NEUTRAL and _layer_of(m, layers) is None
+    )
+    assert missing == [], f"add these to the layers in {ARCHITECTURE.name}: {missing}"
+
+
+def test_imports_go_down_the_documented_layers() -> None:
+    layers = documented_layers()
+
+    upward = []
+    for module, edges in import_graph().items():
+        here = _layer_of(module, layers)
+        for target in edges - NEUTRAL:
+            there = _layer_of(target, layers)
+            if here is not None and there is not None and there > here:
+                upward.append(f"{module} (layer {here}) imports {target} (layer {there})")
+    assert upward == []
