@@ -1037,7 +1037,7 @@ def test_an_old_dead_letter_queue_with_messages_is_left_for_an_operator(
 def test_on_the_filesystem_broker_a_malformed_message_is_set_aside_by_copy(
     engine: Engine, tmp_path: Any
 ) -> None:
-    from scout_tasks.embedded import broker_transport_options
+    from scout_tasks.broker import broker_transport_options
 
     url = f"filesystem://localhost{tmp_path}/broker"
     options = broker_transport_options(url)
