@@ -55,6 +55,12 @@ class Schedule(BaseModel):
     overlap_policy: OverlapPolicy
     skipped_slots: int
     last_error: str | None
+    description: str
+    jitter_seconds: int
+    paused_reason: str | None
+    paused_at: datetime | None
+    paused_by: str | None
+    managed_by: str | None
 
 
 class Run(BaseModel):

@@ -78,7 +78,10 @@ def _imports(path: Path, name: str, modules: set[str]) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join([*anchor, *([base] if base else [])])
-            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            # `from pkg import mod` imports mod (running pkg's __init__, which is
+            # not an edge, as above); `from mod import Name` imports mod.
+            named = [f"{base}.{alias.name}" for alias in node.names]
+            targets = [t for t in named if t in modules] or [base]
         for target in targets:
             # `from scout_tasks import db` names a module; `from x import Func` names x.
             while target and target not in modules:
