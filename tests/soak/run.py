@@ -11,14 +11,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import kombu
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from tests.soak.faults import Applied, Faults
+from scout_tasks.deliveries import raw_body
+from tests.soak.faults import POISON_HEADER, Applied, Faults
 from tests.soak.world import World
 
 STEADY = 30  # '* * * * *' schedules, every slot caught up (catch_up, 15 min grace)
 JITTERED = 3  # the same with jitter_seconds
+DEAD_QUEUE = "scout-tasks.lifecycle.v2.dead"
 BY_SQL = 4  # yearly schedules whose next_run_at the soak sets by SQL every few seconds
 
 
@@ -240,6 +243,9 @@ def _audit(world: World, faults: Faults, outcome: Outcome, disabled_at: datetime
             )
         ).all()
         backlog = conn.execute(text("SELECT count(*) FROM scout_outbox")).scalar_one()
+        biggest_metrics = conn.execute(
+            text("SELECT coalesce(max(pg_column_size(metrics)), 0) FROM scout_runs")
+        ).scalar_one()
     seen = world.collector.snapshot()
     triggers = [s for s in seen if s.routing_key == "scout.trigger" and s.body]
     ids_per_run: dict[str, set[str]] = {}
@@ -261,7 +267,10 @@ def _audit(world: World, faults: Faults, outcome: Outcome, disabled_at: datetime
         stuck_runs=len(runs) - statuses.get("completed", 0),
         lifecycle_events_seen=sum(1 for s in seen if s.routing_key != "scout.trigger"),
         collector_reconnects=world.collector.reconnects,
+        largest_stored_metrics_bytes=biggest_metrics,
     )
+    if biggest_metrics > 256 * 1024:
+        problems.append(f"a run stores {biggest_metrics} bytes of metrics")
     for key in ("duplicate_runs", "lost_events", "unknown_events", "runs_with_two_event_ids",
                 "outbox_backlog", "stuck_runs"):  # fmt: skip
         if f[key]:
@@ -283,7 +292,7 @@ def _audit(world: World, faults: Faults, outcome: Outcome, disabled_at: datetime
     except Exception as exc:  # noqa: BLE001 - reported, not fatal
         depths = {}
         problems.append(f"could not list queues: {exc}")
-    f["dead_lettered"] = depths.get("scout-tasks.lifecycle.v2.dead", 0)
+    _audit_dead_letters(world, outcome)
     left = {
         q: n for q, n in depths.items() if q in ("scout-tasks.lifecycle.v2", "scout-tasks") and n
     }
@@ -295,6 +304,26 @@ def _audit(world: World, faults: Faults, outcome: Outcome, disabled_at: datetime
     f["alive"] = f"{len(world.procs) - len(dead)}/{len(world.procs)}"
     if dead:
         problems.append(f"not alive at the end: {dead}")
+
+
+def _audit_dead_letters(world: World, outcome: Outcome) -> None:
+    """Only the soak's poison may be dead-lettered: anything else is an agent's event lost."""
+    reasons: Counter[str] = Counter()
+    lost: list[str] = []
+    with kombu.Connection(world.rabbit.url()) as conn:
+        queue = kombu.Queue(DEAD_QUEUE, no_declare=True)(conn.default_channel)
+        while (message := queue.get(no_ack=True)) is not None:
+            headers = message.headers or {}
+            deaths = headers.get("x-death") or [{}]
+            reason = str(deaths[0].get("reason", headers.get("x-scout-dead-reason", "?")))
+            reasons[reason] += 1
+            if POISON_HEADER not in headers:
+                lost.append(f"{message.delivery_info.get('routing_key')} ({reason}):"
+                            f" {raw_body(message)[:200]!r}")  # fmt: skip
+    outcome.figures["dead_lettered"] = dict(reasons)
+    outcome.figures["dead_lettered_agent_events"] = len(lost)
+    if lost:
+        outcome.problems.append(f"{len(lost)} agent event(s) dead-lettered, e.g. {lost[:3]}")
 
 
 def _audit_slots(runs: list[Any], disabled_at: datetime, faults: Faults, outcome: Outcome) -> None:
