@@ -11,7 +11,9 @@ machine).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import signal
 import threading
@@ -43,6 +45,26 @@ BAD_VALUES = {
     ),
     "row_unknown_zone": ("timezone", ["Mars/Olympus_Mons", "UTC+25", "Europe/Paris ", ""], "UTC"),
 }
+
+
+def victim_pids(root: int) -> list[int]:
+    """``root`` and every process under it."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
 
 
 @dataclass
@@ -88,6 +110,13 @@ class Faults:
             ("postgres_restart", 3, ("db-server",), self.postgres_restart),
             ("db_proxy_cut", 2, ("db-net",), lambda: self.proxy_cut("db")),
             ("broker_proxy_cut", 2, ("broker-net",), lambda: self.proxy_cut("broker")),
+            ("db_proxy_stall", 2, ("db-net",), lambda: self.proxy_stall("db")),
+            ("broker_proxy_stall", 2, ("broker-net",), lambda: self.proxy_stall("broker")),
+            ("freeze_worker", 1, ("worker",), lambda: self.freeze("worker")),
+            ("freeze_beat", 1, ("beat",), lambda: self.freeze("beat")),
+            ("freeze_postgres", 1, ("db-server",), self.freeze_postgres),
+            ("broker_alarm", 1, ("broker-server",), self.broker_alarm),
+            ("row_lock_held", 1, ("db-server",), self.row_lock_held),
             ("poison_big_headers", 1, ("broker-server",), self.poison_big_headers),
             ("poison_5mb_progress", 1, ("broker-server", "db-server"), self.poison_5mb),
             ("poison_future_timestamp", 1, ("broker-server", "db-server"), self.poison_future),
@@ -241,6 +270,97 @@ class Faults:
             f"{which}_proxy_cut", (f"{which}-net",), seconds, proxy.cut, proxy.restore,
             f"TCP proxy to the {'database' if which == 'db' else 'broker'} cut for {seconds}s",
         )  # fmt: skip
+
+    def proxy_stall(self, which: str) -> str:
+        seconds = round(self.rng.uniform(5, 60), 1)
+        proxy = self.world.db_proxy if which == "db" else self.world.amqp_proxy
+        return self.outage(
+            f"{which}_proxy_stall", (f"{which}-net",), seconds, proxy.stall, proxy.resume,
+            f"TCP to the {'database' if which == 'db' else 'broker'} black-holed for {seconds}s"
+            " (connections open, nothing passes), then flowing again",
+        )  # fmt: skip
+
+    def freeze(self, kind: str) -> str:
+        """SIGSTOP a process (a long GC pause, a VM stolen from under it), SIGCONT later."""
+        victim: Supervised = self.rng.choice(self.world.of_kind(kind))
+        seconds = round(self.rng.uniform(3, 40), 1)
+        pids = victim_pids(victim.pid)
+
+        def signal_all(sig: int) -> None:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+
+        def down() -> None:
+            victim.held = True
+            signal_all(signal.SIGSTOP)
+
+        def up() -> None:
+            signal_all(signal.SIGCONT)
+            victim.held = False
+
+        return self.outage(
+            f"freeze_{kind}", (kind,), seconds, down, up,
+            f"SIGSTOP {victim.name} and its children for {seconds}s, then SIGCONT",
+        )  # fmt: skip
+
+    def freeze_postgres(self) -> str:
+        seconds = round(self.rng.uniform(3, 30), 1)
+        pg = self.world.pg
+        assert pg.proc is not None
+        pids = victim_pids(pg.proc.pid)
+
+        def signal_all(sig: int) -> None:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+
+        return self.outage(
+            "freeze_postgres", ("db-server",), seconds,
+            lambda: signal_all(signal.SIGSTOP), lambda: signal_all(signal.SIGCONT),
+            f"SIGSTOP PostgreSQL (all {len(pids)} processes) for {seconds}s, then SIGCONT",
+        )  # fmt: skip
+
+    def broker_alarm(self) -> str:
+        """A memory alarm: RabbitMQ blocks every publishing connection until it clears."""
+        seconds = round(self.rng.uniform(3, 45), 1)
+        rabbit = self.world.rabbit
+        return self.outage(
+            "broker_alarm", ("broker-server",), seconds,
+            lambda: rabbit.ctl("set_vm_memory_high_watermark", "0.000001"),
+            lambda: rabbit.ctl("set_vm_memory_high_watermark", "0.4"),
+            f"RabbitMQ memory alarm (publishers blocked) for {seconds}s",
+        )  # fmt: skip
+
+    def row_lock_held(self) -> str:
+        """A transaction (a slow migration, an operator's psql) holds schedule rows locked."""
+        seconds = round(self.rng.uniform(3, 40), 1)
+        how = self.rng.choice(["rows", "table"])
+        held: dict[str, Any] = {}
+
+        def down() -> None:
+            conn = self.world.engine.connect()
+            held["conn"] = conn
+            conn.begin()
+            if how == "rows":
+                conn.execute(text("SELECT id FROM scout_schedules WHERE name LIKE"
+                                  " 'soak-steady-1%' FOR UPDATE"))  # fmt: skip
+            else:
+                conn.execute(text("LOCK TABLE scout_schedules IN SHARE ROW EXCLUSIVE MODE"))
+
+        def up() -> None:
+            conn = held.get("conn")
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+        what = ("11 steady schedules' rows locked FOR UPDATE" if how == "rows"
+                else "scout_schedules locked against writes")  # fmt: skip
+        return self.outage(
+            "row_lock_held", ("db-server",), seconds, down, up, f"{what} for {seconds}s"
+        )
 
     # -- poison -----------------------------------------------------------------------
 
