@@ -21,7 +21,8 @@ from tests.soak.world import World
 
 STEADY = 30  # '* * * * *' schedules, every slot caught up (catch_up, 15 min grace)
 JITTERED = 3  # the same with jitter_seconds
-DEAD_QUEUE = "scout-tasks.lifecycle.v2.dead"
+LIFECYCLE_QUEUE = "scout-tasks.lifecycle.v2"
+DEAD_QUEUE = LIFECYCLE_QUEUE + ".dead"
 BY_SQL = 4  # yearly schedules whose next_run_at the soak sets by SQL every few seconds
 
 
@@ -287,23 +288,37 @@ def _audit(world: World, faults: Faults, outcome: Outcome, disabled_at: datetime
     f["row_checks"] = list(faults.ledger.row_notes)
     f["refused_by_check"] = list(faults.ledger.refused)
     f["poison_published"] = faults.ledger.poison
-    try:
-        depths = world.rabbit.queue_depths()
-    except Exception as exc:  # noqa: BLE001 - reported, not fatal
-        depths = {}
-        problems.append(f"could not list queues: {exc}")
-    _audit_dead_letters(world, outcome)
-    left = {
-        q: n for q, n in depths.items() if q in ("scout-tasks.lifecycle.v2", "scout-tasks") and n
-    }
+    left = _queues_drained(world)
     if left:
-        problems.append(f"messages left in scout-tasks' queues: {left}")
+        problems.append(f"messages left in scout-tasks' queues after 90 s: {left}")
+    _audit_dead_letters(world, outcome)
     f["unexpected_exits"] = sum(len(p.unexpected) for p in world.procs)
     f["restarts"] = {p.name: p.restarts for p in world.procs}
     dead = [p.name for p in world.procs if not p.alive()]
     f["alive"] = f"{len(world.procs) - len(dead)}/{len(world.procs)}"
     if dead:
         problems.append(f"not alive at the end: {dead}")
+
+
+def _queues_drained(world: World, timeout: float = 90.0) -> dict[str, int]:
+    """What is still in scout-tasks' queues once they stop draining (empty: nothing).
+
+    Runs complete when their last event is applied, while duplicates (redelivered
+    after a lost connection) may still be queued; a quorum queue's count is also a few
+    seconds stale. So wait for zero, and report what stays.
+    """
+    left: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            depths = world.rabbit.queue_depths()
+        except Exception as exc:  # noqa: BLE001 - the broker is ours and up: report it
+            return {f"cannot list queues: {exc}": 0}
+        left = {q: n for q, n in depths.items() if q in (LIFECYCLE_QUEUE, "scout-tasks") and n}
+        if not left:
+            return {}
+        time.sleep(3.0)
+    return left
 
 
 def _audit_dead_letters(world: World, outcome: Outcome) -> None:
