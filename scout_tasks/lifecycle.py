@@ -3,22 +3,29 @@
 The agents report ``scout.started``, ``scout.progress``, ``scout.completed``
 and ``scout.failed`` on the events exchange (CONTRACT.md, "Events");
 :mod:`scout_tasks.recorder` decides what each one does to its run. This module
-settles the deliveries:
+collects deliveries into batches (up to :data:`BATCH_SIZE` messages, or what
+arrived within :data:`LINGER` seconds of the first, so a lone event is still
+recorded at once), has each batch recorded in one transaction, and settles
+every delivery by its own outcome:
 
 - applied, duplicate, ignored or for an unknown run: acknowledged, after the
-  transaction committed;
+  transaction committed (one multiple ack for the batch when nothing older
+  is outstanding);
 - malformed: rejected without requeue, and the broker dead-letters it
   (:mod:`scout_tasks.lifecycle_queues`); on a broker that cannot, a bounded
-  copy goes to the dead queue, then the message is acknowledged;
-- the handler raised: rejected with requeue (``basic.reject``, which counts
-  as a delivery on every RabbitMQ version), so the queue's delivery limit
-  ends it, as it ends a message that crashes the whole process;
-- the database is down: the message is held, unacknowledged, and retried by
+  copy goes to the dead queue, then the message is acknowledged. Its batch
+  is recorded without it;
+- the handler raised: the batch is handled again one message at a time, and
+  the message that raises is rejected with requeue (``basic.reject``, which
+  counts as a delivery on every RabbitMQ version), so the queue's delivery
+  limit ends it, as it ends a message that crashes the whole process;
+- the database is down: the batch is held, unacknowledged, and retried by
   this consumer with a growing delay (one attempt per delay, not one per
-  message). It is not returned to the queue meanwhile, so an outage spends
-  none of its deliveries, and nothing is lost. One that keeps failing while
-  the database answers other queries is the message's fault: it is returned
-  as if the handler had raised.
+  message), together with what arrived meanwhile. It is not returned to the
+  queue, so an outage spends none of its deliveries, and nothing is lost. A
+  message that keeps failing while the database answers other queries is
+  the message's fault: it is returned as if the handler had raised (a held
+  batch is first tried one message at a time, to find which).
 
 ``lifecycle_step.LifecycleStep`` runs it in ``celery worker``: a worker bootstep
 that starts a thread with its own broker connection, reconnecting with backoff.
@@ -57,17 +64,26 @@ from scout_tasks.lifecycle_queues import (
 )
 from scout_tasks.recorder import (
     MAX_REASON,
+    Delivery,
     Outcome,
     OutcomeKind,
     database_answers,
+    handle_batch,
     handle_message,
 )
 
 log = logging.getLogger(__name__)
 
-# How many unacknowledged events one consumer holds; it also bounds how many
-# messages wait out a database outage here.
-PREFETCH = 10
+# How many unacknowledged events one consumer holds (two batches: one being
+# recorded while the next arrives); it also bounds how many wait out a
+# database outage here.
+PREFETCH = 1000
+# A batch: at most this many messages, or bytes of bodies (a flood of
+# 256 KiB bodies must not hold 250 MB in memory) ...
+BATCH_SIZE = 500
+BATCH_BYTES = 16 * 1024 * 1024
+# ... or what arrived within this many seconds of its first message.
+LINGER = 0.02
 # Backoff while the database is unavailable, and between broker reconnects, in seconds.
 RETRY_FIRST_DELAY = 1.0
 RETRY_MAX_DELAY = 30.0
@@ -106,6 +122,9 @@ class LifecycleConsumer(ConsumerMixin):
         first_delay: float = RETRY_FIRST_DELAY,
         max_delay: float = RETRY_MAX_DELAY,
         safety_interval: float = 1.0,
+        batch_size: int = BATCH_SIZE,
+        linger: float = LINGER,
+        prefetch: int = PREFETCH,
     ) -> None:
         self.connection = connection
         self.exchange = exchange
@@ -114,12 +133,21 @@ class LifecycleConsumer(ConsumerMixin):
         self.first_delay = first_delay
         self.max_delay = max_delay
         self.safety_interval = safety_interval
+        self.batch_size = batch_size
+        self.linger = linger
+        self.prefetch = prefetch
         self.should_stop = False
         self._wake = threading.Event()
         # What happened, by verb: acked, rejected (dead-lettered), returned, set_aside.
         self.settled: dict[str, int] = {}
         self.sessions = 0
         self.db_failures = 0
+        # How many batches were recorded, and their sizes (for logs, tests and the bench).
+        self.batches = 0
+        self.largest_batch = 0
+        self._pending: list[Message] = []
+        self._pending_bytes = 0
+        self._first_pending = 0.0
         self._held: list[_Held] = []
         self._next_try = 0.0
         self._session: kombu.Connection | None = None
@@ -139,8 +167,7 @@ class LifecycleConsumer(ConsumerMixin):
         while not self.should_stop:
             started = time.monotonic()
             try:
-                for _ in self.consume(limit=None, safety_interval=self.safety_interval):
-                    pass
+                self._consume_session()
             except Exception as exc:  # noqa: BLE001 - a lost connection, or anything: never die
                 if self.should_stop:
                     break
@@ -157,6 +184,30 @@ class LifecycleConsumer(ConsumerMixin):
                 self._wake.wait(delay)
         log.info("lifecycle consumer stopped", extra={"action": "lifecycle.stop"})
 
+    def _consume_session(self) -> None:
+        """One connection: ConsumerMixin.consume, waiting no longer than until a batch is due."""
+        with self.consumer_context() as (conn, _channel, _consumers):
+            while not self.should_stop:
+                self.on_iteration()
+                try:
+                    conn.drain_events(timeout=self._wait())
+                except TimeoutError:  # socket.timeout
+                    conn.heartbeat_check()
+                except OSError:
+                    if not self.should_stop:
+                        raise
+
+    def _wait(self) -> float:
+        """How long the next wait for a delivery may last: until a batch or a retry is due."""
+        wait = self.safety_interval
+        now = time.monotonic()
+        if self._held:
+            wait = min(wait, self._next_try - now)
+        elif self._pending:
+            wait = min(wait, self._first_pending + self.linger - now)
+        # Never 0: that would switch the socket to non-blocking.
+        return max(wait, 0.001)
+
     def _backoff(self, failures: int) -> float:
         return float(min(self.max_delay, self.first_delay * 2 ** (failures - 1)))
 
@@ -170,8 +221,10 @@ class LifecycleConsumer(ConsumerMixin):
 
     def get_consumers(self, _consumer: Any, channel: Any) -> list[Consumer]:
         main = declare_queues(channel, self.exchange, self.names)
-        # The broker returned whatever the previous connection held.
+        # The broker returned whatever the previous connection held or had not recorded.
         self._held = []
+        self._pending = []
+        self._pending_bytes = 0
         self._legacy = list(self.names.legacy())
         self._next_legacy = 0.0
         return [
@@ -180,7 +233,7 @@ class LifecycleConsumer(ConsumerMixin):
                 queues=[main],
                 on_message=self.on_message,
                 on_decode_error=self.on_decode_error,
-                prefetch_count=PREFETCH,
+                prefetch_count=self.prefetch,
                 auto_declare=False,
                 no_ack=False,
             )
@@ -208,16 +261,33 @@ class LifecycleConsumer(ConsumerMixin):
 
     def on_iteration(self) -> None:
         self._retry_held()
+        if self._pending and not self._held and self._batch_due():
+            self._flush()
         self._drain_legacy()
 
-    # --- one delivery -------------------------------------------------------------
+    # --- collecting a batch ---------------------------------------------------------
 
     def on_message(self, message: Message) -> None:
-        if self._held:
-            # The database is away: wait with the others instead of knocking again.
-            self._held.append(_Held(message, self.names.dead_lettering, 0))
-            return
-        self._deliver(message, dead_lettering=self.names.dead_lettering)
+        if not self._pending:
+            self._first_pending = time.monotonic()
+        self._pending.append(message)
+        self._pending_bytes += len(message.body or b"")
+        # While the database is away, arrivals wait for the held batch's next attempt.
+        if not self._held and self._batch_due():
+            self._flush()
+
+    def _batch_due(self) -> bool:
+        return (
+            len(self._pending) >= self.batch_size
+            or self._pending_bytes >= BATCH_BYTES
+            or time.monotonic() - self._first_pending >= self.linger
+        )
+
+    def _flush(self) -> None:
+        items = [_Held(m, self.names.dead_lettering, 0) for m in self._pending]
+        self._pending = []
+        self._pending_bytes = 0
+        self._record(items)
 
     def on_decode_error(self, message: Message, exc: Exception) -> None:
         reason = f"cannot decode the message: {exc!r}"[:MAX_REASON]
@@ -237,15 +307,68 @@ class LifecycleConsumer(ConsumerMixin):
             dead_lettering=self.names.dead_lettering,
         )
 
+    # --- recording --------------------------------------------------------------------
+
+    def handle_batch(self, messages: list[Message]) -> list[Outcome]:
+        """The outcome of each delivery, the valid ones recorded in one transaction."""
+        return handle_batch(self.engine(), [_delivery(m) for m in messages])
+
     def handle(self, message: Message) -> Outcome:
-        """The outcome for one delivery (a test may make it raise)."""
-        message_id = message.properties.get("message_id")
-        return handle_message(
-            self.engine(),
-            raw_body(message),
-            str(message.delivery_info.get("routing_key", "")),
-            None if message_id is None else str(message_id),
-        )
+        """The outcome for one delivery, recorded alone (a test may make it raise)."""
+        d = _delivery(message)
+        return handle_message(self.engine(), d.body, d.routing_key, d.message_id)
+
+    def _record(self, items: list[_Held]) -> None:
+        """Record a batch and settle each delivery; a raising handler: one at a time."""
+        try:
+            outcomes = self.handle_batch([h.message for h in items])
+        except Exception:  # a bug one message triggers: find which
+            log.warning(
+                "recording a batch of %d raised, recording it one message at a time",
+                len(items),
+                exc_info=True,
+                extra={"action": "lifecycle.batch_split", "size": len(items)},
+            )
+            for item in items:
+                self._deliver(
+                    item.message, dead_lettering=item.dead_lettering, attempts=item.attempts
+                )
+            return
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, len(items))
+        acks: list[Message] = []
+        retry: list[_Held] = []
+        for item, outcome in zip(items, outcomes, strict=True):
+            if outcome.kind is OutcomeKind.RETRY:
+                retry.append(_Held(item.message, item.dead_lettering, item.attempts + 1))
+            elif outcome.kind is OutcomeKind.MALFORMED or not item.dead_lettering:
+                self._settle(item.message, outcome, dead_lettering=item.dead_lettering)
+            else:
+                acks.append(item.message)
+        if retry:
+            self._hold(retry)
+        else:
+            self.db_failures = 0
+        self._ack(acks)
+
+    def _ack(self, messages: list[Message]) -> None:
+        """Acknowledge ``messages`` (all of the main queue): one multiple ack when it is safe.
+
+        A multiple ack covers every delivery up to its tag on the channel, so it
+        is used only when no older delivery is still held or pending there.
+        """
+        if not messages:
+            return
+        last = max(messages, key=lambda m: m.delivery_tag)
+        outstanding = [h.message for h in self._held] + self._pending
+        if len(messages) > 1 and all(
+            m.channel is not last.channel or m.delivery_tag > last.delivery_tag for m in outstanding
+        ):
+            last.ack(multiple=True)
+        else:
+            for message in messages:
+                message.ack()
+        self._count("acked", len(messages))
 
     def _deliver(self, message: Message, *, dead_lettering: bool, attempts: int = 0) -> Outcome:
         try:
@@ -264,13 +387,13 @@ class LifecycleConsumer(ConsumerMixin):
             self._return_or_set_aside(message, f"unexpected error: {exc!r}", dead_lettering)
             return Outcome(OutcomeKind.MALFORMED, reason=repr(exc))
         if outcome.kind is OutcomeKind.RETRY:
-            self._hold(message, dead_lettering, attempts + 1)
+            self._hold([_Held(message, dead_lettering, attempts + 1)])
         else:
+            self.db_failures = 0
             self._settle(message, outcome, dead_lettering=dead_lettering)
         return outcome
 
     def _settle(self, message: Message, outcome: Outcome, *, dead_lettering: bool) -> None:
-        self.db_failures = 0
         if outcome.kind is not OutcomeKind.MALFORMED:
             message.ack()
             self._count("acked")
@@ -296,34 +419,43 @@ class LifecycleConsumer(ConsumerMixin):
             message.ack()
             self._count("set_aside")
 
-    def _count(self, verb: str) -> None:
-        self.settled[verb] = self.settled.get(verb, 0) + 1
+    def _count(self, verb: str, n: int = 1) -> None:
+        self.settled[verb] = self.settled.get(verb, 0) + n
 
     # --- the database is away -------------------------------------------------------
 
-    def _hold(self, message: Message, dead_lettering: bool, attempts: int) -> None:
+    def _hold(self, items: list[_Held]) -> None:
         self.db_failures += 1
-        self._held.insert(0, _Held(message, dead_lettering, attempts))
+        self._held.extend(items)
+        self._held.sort(key=lambda h: h.message.delivery_tag)
         self._next_try = time.monotonic() + self._backoff(self.db_failures)
 
     def _retry_held(self) -> None:
-        while self._held and time.monotonic() >= self._next_try:
-            held = self._held.pop(0)
-            outcome = self._deliver(
-                held.message, dead_lettering=held.dead_lettering, attempts=held.attempts
-            )
-            if outcome.kind is not OutcomeKind.RETRY:
-                continue
-            if held.attempts + 1 >= ATTEMPTS_BEFORE_BLAME and database_answers(self.engine()):
-                # Other queries work: this message is what fails. Let its
-                # delivery count decide rather than hold everything behind it.
-                blamed = self._held.pop(0)
-                self._return_or_set_aside(
-                    blamed.message, "the database keeps refusing it", blamed.dead_lettering
-                )
-                self._next_try = 0.0
-                continue
+        """Once the delay is over: the held batch again, with what arrived meanwhile."""
+        if not self._held or time.monotonic() < self._next_try:
             return
+        items = self._held + [_Held(m, self.names.dead_lettering, 0) for m in self._pending]
+        self._held, self._pending, self._pending_bytes = [], [], 0
+        self._record(items)
+        if not any(h.attempts >= ATTEMPTS_BEFORE_BLAME for h in self._held):
+            return
+        if not database_answers(self.engine()):
+            return
+        # Other queries work: what fails is in the held messages. A message
+        # that fails alone is to blame: let its delivery count decide rather
+        # than hold everything behind it. Several: each is tried alone first.
+        suspects, self._held = self._held, []
+        if len(suspects) > 1:
+            for held in suspects:
+                self._deliver(
+                    held.message, dead_lettering=held.dead_lettering, attempts=held.attempts
+                )
+            suspects, self._held = self._held, []
+        for held in suspects:
+            self._return_or_set_aside(
+                held.message, "the database keeps refusing it", held.dead_lettering
+            )
+        self._next_try = 0.0
 
     # --- the classic queue of earlier versions ----------------------------------------
 
@@ -372,3 +504,12 @@ class LifecycleConsumer(ConsumerMixin):
             with contextlib.suppress(Exception):
                 self._legacy_channel.close()
             self._legacy_channel = None
+
+
+def _delivery(message: Message) -> Delivery:
+    message_id = message.properties.get("message_id")
+    return Delivery(
+        raw_body(message),
+        str(message.delivery_info.get("routing_key", "")),
+        None if message_id is None else str(message_id),
+    )

@@ -641,6 +641,12 @@ class RaisingConsumer(LifecycleConsumer):
 
     deliveries = 0
 
+    def handle_batch(self, messages: list[Message]) -> list[Outcome]:
+        # The batch fails as a whole; the consumer then tries each message alone.
+        if any(m.properties.get("message_id") == "boom" for m in messages):
+            raise RuntimeError("a bug this message triggers")
+        return super().handle_batch(messages)
+
     def handle(self, message: Message) -> Outcome:
         if message.properties.get("message_id") == "boom":
             type(self).deliveries += 1
@@ -734,11 +740,19 @@ class StickyConsumer(LifecycleConsumer):
 
     attempts = 0
 
+    def handle_batch(self, messages: list[Message]) -> list[Outcome]:
+        others = [m for m in messages if m.properties.get("message_id") != "sticky"]
+        recorded = iter(super().handle_batch(others) if others else [])
+        return [self._sticky() if m not in others else next(recorded) for m in messages]
+
     def handle(self, message: Message) -> Outcome:
         if message.properties.get("message_id") == "sticky":
-            type(self).attempts += 1
-            return Outcome(OutcomeKind.RETRY, reason="looks like an outage, is not one")
+            return self._sticky()
         return super().handle(message)
+
+    def _sticky(self) -> Outcome:
+        type(self).attempts += 1
+        return Outcome(OutcomeKind.RETRY, reason="looks like an outage, is not one")
 
 
 def test_a_message_that_keeps_failing_while_the_database_answers_is_not_held_forever(
