@@ -4,7 +4,8 @@ The agents report ``scout.started``, ``scout.progress``, ``scout.completed``
 and ``scout.failed`` on the events exchange (CONTRACT.md, "Events");
 :mod:`scout_tasks.recorder` decides what each one does to its run. This module
 collects deliveries into batches (up to :data:`BATCH_SIZE` messages, or what
-arrived within :data:`LINGER` seconds of the first, so a lone event is still
+arrived until the connection was quiet for :data:`IDLE` seconds, and never
+more than :data:`LINGER` seconds after the first, so a lone event is still
 recorded at once), has each batch recorded in one transaction, and settles
 every delivery by its own outcome:
 
@@ -82,8 +83,10 @@ PREFETCH = 1000
 # 256 KiB bodies must not hold 250 MB in memory) ...
 BATCH_SIZE = 500
 BATCH_BYTES = 16 * 1024 * 1024
-# ... or what arrived within this many seconds of its first message.
-LINGER = 0.02
+# ... or what arrived until the connection was quiet for IDLE seconds, and
+# never later than LINGER seconds after its first message (a steady trickle).
+IDLE = 0.002
+LINGER = 0.05
 # Backoff while the database is unavailable, and between broker reconnects, in seconds.
 RETRY_FIRST_DELAY = 1.0
 RETRY_MAX_DELAY = 30.0
@@ -124,6 +127,7 @@ class LifecycleConsumer(ConsumerMixin):
         safety_interval: float = 1.0,
         batch_size: int = BATCH_SIZE,
         linger: float = LINGER,
+        idle: float = IDLE,
         prefetch: int = PREFETCH,
     ) -> None:
         self.connection = connection
@@ -135,6 +139,7 @@ class LifecycleConsumer(ConsumerMixin):
         self.safety_interval = safety_interval
         self.batch_size = batch_size
         self.linger = linger
+        self.idle = idle
         self.prefetch = prefetch
         self.should_stop = False
         self._wake = threading.Event()
@@ -192,6 +197,9 @@ class LifecycleConsumer(ConsumerMixin):
                 try:
                     conn.drain_events(timeout=self._wait())
                 except TimeoutError:  # socket.timeout
+                    if self._pending and not self._held:
+                        # Nothing more arrived: record what did.
+                        self._flush()
                     conn.heartbeat_check()
                 except OSError:
                     if not self.should_stop:
@@ -204,7 +212,7 @@ class LifecycleConsumer(ConsumerMixin):
         if self._held:
             wait = min(wait, self._next_try - now)
         elif self._pending:
-            wait = min(wait, self._first_pending + self.linger - now)
+            wait = min(wait, self.idle, self._first_pending + self.linger - now)
         # Never 0: that would switch the socket to non-blocking.
         return max(wait, 0.001)
 

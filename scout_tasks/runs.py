@@ -188,8 +188,8 @@ def _uuid(value: Any) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
-def _ids(rows: Any) -> set[uuid.UUID]:
-    return {_uuid(value) for (value,) in rows}
+def _count(result: Any) -> int:
+    return int(result.rowcount)
 
 
 _MARK_STARTED = text(
@@ -199,20 +199,19 @@ _MARK_STARTED = text(
         started_at = COALESCE(started_at, now()),
         updated_at = now()
     WHERE id = ANY(CAST(:run_ids AS uuid[])) AND status IN ('pending', 'running')
-    RETURNING id
     """
 )
 
 
-def mark_runs_started(conn: Connection, run_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    """pending -> running with ``started_at``; the ids of the runs that are active.
+def mark_runs_started(conn: Connection, run_ids: Sequence[uuid.UUID]) -> int:
+    """pending -> running with ``started_at``; how many runs are active.
 
     A run already running (a progress event came first) keeps its started_at
     but still counts the event as a sign of life.
     """
     if not run_ids:
-        return set()
-    return _ids(conn.execute(_MARK_STARTED, {"run_ids": [str(r) for r in run_ids]}))
+        return 0
+    return _count(conn.execute(_MARK_STARTED, {"run_ids": [str(r) for r in run_ids]}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +266,6 @@ _RECORD_PROGRESS = text(
         END
     FROM latest
     WHERE r.id = latest.run_id AND r.status IN ('pending', 'running')
-    RETURNING r.id
     """
 )
 
@@ -280,8 +278,8 @@ def record_runs_progress(
     items: Sequence[RunProgress],
     *,
     max_ahead: float = PROGRESS_MAX_AHEAD_SECONDS,
-) -> set[uuid.UUID]:
-    """Keep each run's latest progress in ``metrics['progress']``; the ids of the active runs.
+) -> int:
+    """Keep each run's latest progress in ``metrics['progress']``; how many runs are active.
 
     ``items`` in arrival order. The stored object gets an ``at`` key (the
     event's timestamp, else the database's now()): a progress event that
@@ -293,7 +291,7 @@ def record_runs_progress(
     stale-run sweep.
     """
     if not items:
-        return set()
+        return 0
     rows = conn.execute(
         _RECORD_PROGRESS,
         {
@@ -304,7 +302,7 @@ def record_runs_progress(
             "max_ahead": max_ahead,
         },
     )
-    return _ids(rows)
+    return _count(rows)
 
 
 _MARK_COMPLETED = text(
@@ -317,21 +315,18 @@ _MARK_COMPLETED = text(
         updated_at = now()
     FROM unnest(CAST(:run_ids AS uuid[]), CAST(:counters AS jsonb[])) AS u(run_id, counters)
     WHERE r.id = u.run_id AND r.status IN ('pending', 'running')
-    RETURNING r.id
     """
 )
 
 
-def mark_runs_completed(
-    conn: Connection, items: Sequence[tuple[uuid.UUID, dict[str, int]]]
-) -> set[uuid.UUID]:
-    """Complete active runs, merging each agent's counters into ``metrics``; the ids completed.
+def mark_runs_completed(conn: Connection, items: Sequence[tuple[uuid.UUID, dict[str, int]]]) -> int:
+    """Complete active runs, merging each agent's counters into ``metrics``; how many.
 
     One item per run. Also from pending: a ``scout.completed`` that overtook
     its ``scout.started`` still completes the run (and sets ``started_at``).
     """
     if not items:
-        return set()
+        return 0
     rows = conn.execute(
         _MARK_COMPLETED,
         {
@@ -339,7 +334,7 @@ def mark_runs_completed(
             "counters": [json.dumps(counters) for _, counters in items],
         },
     )
-    return _ids(rows)
+    return _count(rows)
 
 
 _MARK_FAILED = text(
@@ -357,20 +352,17 @@ _MARK_FAILED = text(
         CAST(:run_ids AS uuid[]), CAST(:error_messages AS text[]), CAST(:stages AS text[])
     ) AS u(run_id, error_message, stage)
     WHERE r.id = u.run_id AND r.status IN ('pending', 'running')
-    RETURNING r.id
     """
 )
 
 
-def mark_runs_failed(
-    conn: Connection, items: Sequence[tuple[uuid.UUID, str, str | None]]
-) -> set[uuid.UUID]:
+def mark_runs_failed(conn: Connection, items: Sequence[tuple[uuid.UUID, str, str | None]]) -> int:
     """Fail active runs with the agent's message (and stage, in ``metrics['stage']``).
 
-    One (run id, error message, stage) per run; returns the ids failed.
+    One (run id, error message, stage) per run; returns how many.
     """
     if not items:
-        return set()
+        return 0
     rows = conn.execute(
         _MARK_FAILED,
         {
@@ -379,7 +371,7 @@ def mark_runs_failed(
             "stages": [stage for _, _, stage in items],
         },
     )
-    return _ids(rows)
+    return _count(rows)
 
 
 def run_status(conn: Connection, run_id: uuid.UUID) -> str | None:
