@@ -74,6 +74,7 @@ class Harness:
         consumer_class: type[LifecycleConsumer] = LifecycleConsumer,
         task_queue: str | None = None,
         start: bool = True,
+        **options: Any,
     ) -> None:
         self.broker_url = broker_url
         self.task_queue = task_queue or f"scout-test-{uuid.uuid4().hex[:8]}"
@@ -82,6 +83,8 @@ class Harness:
         self.exchange = exchange
         self.engine = engine
         self.consumer_class = consumer_class
+        # More LifecycleConsumer arguments (batch_size, idle, linger, ...).
+        self.options = options
         self.connection = kombu.Connection(broker_url)
         self.connection.connect()
         self.consumer: LifecycleConsumer | None = None
@@ -98,6 +101,7 @@ class Harness:
             first_delay=0.2,
             max_delay=0.4,
             safety_interval=0.05,
+            **self.options,
         )
         self.thread = threading.Thread(target=self.consumer.run, daemon=True)
         self.thread.start()
