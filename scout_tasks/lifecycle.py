@@ -52,17 +52,14 @@ from sqlalchemy import Engine
 
 from scout_tasks.deliveries import (
     RawConsumer,
-    publish_copy,
+    ack_all,
     raw_body,
+    return_or_set_aside,
+    settle,
     short,
-    without_compression,
 )
-from scout_tasks.lifecycle_queues import (
-    LifecycleQueues,
-    declare_queues,
-    delete_if_empty,
-    retire_legacy_queue,
-)
+from scout_tasks.lifecycle_legacy import LegacyDrain
+from scout_tasks.lifecycle_queues import LifecycleQueues, declare_queues
 from scout_tasks.recorder import (
     MAX_REASON,
     Delivery,
@@ -94,9 +91,6 @@ RETRY_MAX_DELAY = 30.0
 ATTEMPTS_BEFORE_BLAME = 3
 # A connection that lived this long was healthy: the reconnect backoff starts over.
 HEALTHY_SESSION = 60.0
-# How often the old classic queue is looked at while it still exists.
-LEGACY_INTERVAL = 5.0
-_LEGACY_BATCH = 100
 
 
 @dataclass(slots=True)
@@ -156,9 +150,7 @@ class LifecycleConsumer(ConsumerMixin):
         self._held: list[_Held] = []
         self._next_try = 0.0
         self._session: kombu.Connection | None = None
-        self._legacy: list[str] = []
-        self._legacy_channel: Any = None
-        self._next_legacy = 0.0
+        self._legacy = LegacyDrain(exchange, names, self._deliver_legacy)
 
     # --- running ------------------------------------------------------------------
 
@@ -233,8 +225,7 @@ class LifecycleConsumer(ConsumerMixin):
         self._held = []
         self._pending = []
         self._pending_bytes = 0
-        self._legacy = list(self.names.legacy())
-        self._next_legacy = 0.0
+        self._legacy.reset()
         return [
             RawConsumer(
                 channel,
@@ -264,14 +255,15 @@ class LifecycleConsumer(ConsumerMixin):
         )
 
     def on_consume_end(self, connection: kombu.Connection, channel: Any) -> None:
-        self._close_legacy_channel()
+        self._legacy.close()
         self._session = None
 
     def on_iteration(self) -> None:
         self._retry_held()
         if self._pending and not self._held and self._batch_due():
             self._flush()
-        self._drain_legacy()
+        if not self._held and self._session is not None:
+            self._legacy.drain(self._session)
 
     # --- collecting a batch ---------------------------------------------------------
 
@@ -360,23 +352,10 @@ class LifecycleConsumer(ConsumerMixin):
         self._ack(acks)
 
     def _ack(self, messages: list[Message]) -> None:
-        """Acknowledge ``messages`` (all of the main queue): one multiple ack when it is safe.
-
-        A multiple ack covers every delivery up to its tag on the channel, so it
-        is used only when no older delivery is still held or pending there.
-        """
         if not messages:
             return
-        last = max(messages, key=lambda m: m.delivery_tag)
         outstanding = [h.message for h in self._held] + self._pending
-        if len(messages) > 1 and all(
-            m.channel is not last.channel or m.delivery_tag > last.delivery_tag for m in outstanding
-        ):
-            last.ack(multiple=True)
-        else:
-            for message in messages:
-                message.ack()
-        self._count("acked", len(messages))
+        self._count("acked", ack_all(messages, outstanding))
 
     def _deliver(self, message: Message, *, dead_lettering: bool, attempts: int = 0) -> Outcome:
         try:
@@ -401,31 +380,17 @@ class LifecycleConsumer(ConsumerMixin):
             self._settle(message, outcome, dead_lettering=dead_lettering)
         return outcome
 
+    def _deliver_legacy(self, message: Message) -> bool:
+        # No dead-letter exchange on the old queue: set aside by copy.
+        return self._deliver(message, dead_lettering=False).kind is not OutcomeKind.RETRY
+
     def _settle(self, message: Message, outcome: Outcome, *, dead_lettering: bool) -> None:
-        if outcome.kind is not OutcomeKind.MALFORMED:
-            message.ack()
-            self._count("acked")
-        elif dead_lettering:
-            # The broker dead-letters it: nothing is published from here.
-            message.reject(requeue=False)
-            self._count("rejected")
-        else:
-            publish_copy(
-                message, self.names.dead_queue, outcome.reason or "malformed", self.exchange
-            )
-            message.ack()
-            self._count("set_aside")
+        where = {"dead_queue": self.names.dead_queue, "exchange": self.exchange}
+        self._count(settle(message, outcome, dead_lettering, **where))
 
     def _return_or_set_aside(self, message: Message, reason: str, dead_lettering: bool) -> None:
-        if dead_lettering:
-            # basic.reject with requeue: a delivery spent, so the limit ends a loop.
-            message.reject(requeue=True)
-            self._count("returned")
-        else:
-            # Nothing would count deliveries here: set it aside at once.
-            publish_copy(message, self.names.dead_queue, reason, self.exchange)
-            message.ack()
-            self._count("set_aside")
+        where = {"dead_queue": self.names.dead_queue, "exchange": self.exchange}
+        self._count(return_or_set_aside(message, reason, dead_lettering, **where))
 
     def _count(self, verb: str, n: int = 1) -> None:
         self.settled[verb] = self.settled.get(verb, 0) + n
@@ -464,54 +429,6 @@ class LifecycleConsumer(ConsumerMixin):
                 held.message, "the database keeps refusing it", held.dead_lettering
             )
         self._next_try = 0.0
-
-    # --- the classic queue of earlier versions ----------------------------------------
-
-    def _drain_legacy(self) -> None:
-        if not self._legacy or self._held or self._session is None:
-            return
-        now = time.monotonic()
-        if now < self._next_legacy:
-            return
-        self._next_legacy = now + LEGACY_INTERVAL
-        conn = self._session
-        for queue in list(self._legacy):
-            if queue == self.names.legacy_dead_queue:
-                # Set-aside messages of an earlier version are an operator's to read.
-                delete_if_empty(conn, queue)
-                self._legacy.remove(queue)
-            elif retire_legacy_queue(conn, self.exchange, queue):
-                self._legacy.remove(queue)
-            elif not self._get_legacy(queue):
-                return  # one is held: the database is away
-
-    def _get_legacy(self, queue: str) -> bool:
-        """Handle up to a batch of the old queue's messages; False when one is held."""
-        assert self._session is not None
-        if self._legacy_channel is None:
-            self._legacy_channel = self._session.channel()
-        channel = self._legacy_channel
-        for handled in range(_LEGACY_BATCH):
-            raw = channel.basic_get(queue=queue, no_ack=False)
-            if raw is None:
-                break
-            if handled == 0:
-                log.info(
-                    "draining the old lifecycle queue %s",
-                    queue,
-                    extra={"action": "lifecycle.legacy_drain", "queue": queue},
-                )
-            message = channel.message_to_python(without_compression(raw))
-            # No dead-letter exchange on the old queue: set aside by copy.
-            if self._deliver(message, dead_lettering=False).kind is OutcomeKind.RETRY:
-                return False
-        return True
-
-    def _close_legacy_channel(self) -> None:
-        if self._legacy_channel is not None:
-            with contextlib.suppress(Exception):
-                self._legacy_channel.close()
-            self._legacy_channel = None
 
 
 def _delivery(message: Message) -> Delivery:
