@@ -95,7 +95,8 @@ def apply_events(conn: Connection, events: Sequence[LifecycleEvent]) -> list[Out
     """
     fresh = first_occurrences(events)
     new_ids = run_events.record_run_events(conn, fresh)
-    statuses = runs.lock_runs(conn, sorted({e.run_id for e in fresh if e.event_id in new_ids}))
+    run_ids = {e.run_id for e in fresh if e.event_id in new_ids}
+    statuses = runs.lock_runs(conn, sorted(run_ids, key=lambda r: r.int))
     plan = plan_batch(events, new_ids, statuses)
     runs.mark_runs_started(conn, plan.started)
     runs.record_runs_progress(

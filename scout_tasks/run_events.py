@@ -40,7 +40,7 @@ def record_run_events(conn: Connection, events: Sequence[_Recordable]) -> set[uu
     """
     if not events:
         return set()
-    ordered = sorted(events, key=lambda e: e.event_id)
+    ordered = sorted(events, key=lambda e: e.event_id.int)
     rows = conn.execute(
         _RECORD_EVENTS,
         {
