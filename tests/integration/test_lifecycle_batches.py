@@ -8,11 +8,13 @@ each test checks (``largest_batch``) before it checks anything else.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, event, make_url, text
 
 from scout_tasks.db import make_engine
@@ -384,3 +386,49 @@ def test_a_single_event_is_recorded_promptly(
         assert harness.consumer.batches == 3
     finally:
         harness.close()
+
+
+def test_two_consumers_on_one_queue_share_overlapping_batches_and_lose_nothing(
+    engine: Engine,
+    broker_url: str,
+    exchange_name: str,
+    publisher: ConfirmingPublisher,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="scout_tasks.lifecycle")
+    # Two workers on one queue: a run's events land in both consumers' batches,
+    # applied at the same moment, each batch's runs locked in id order. Nothing
+    # fails (a deadlock would show as a failed attempt), nothing is lost.
+    first = Harness(broker_url, exchange_name, engine, batch_size=50)
+    second = Harness(broker_url, exchange_name, engine, task_queue=first.task_queue, batch_size=50)
+    try:
+        with engine.begin() as conn:
+            run_ids = list(
+                conn.execute(
+                    text(
+                        "INSERT INTO scout_runs (trigger_type, source, max_strategies)"
+                        " SELECT 'manual', 's', 1 FROM generate_series(1, 300) RETURNING id"
+                    )
+                ).scalars()
+            )
+        # Each run's events, in an order that mixes runs across batches.
+        payloads = []
+        for i, run_id in enumerate(run_ids):
+            payloads.append(agent_event("scout.started", run_id))
+            payloads.append(agent_event("scout.progress", run_ids[-i - 1], stage="s", progress=1))
+            payloads.append(agent_event("scout.completed", run_ids[(i * 7) % 300], **COUNTERS))
+        publish(publisher, *payloads)
+        wait_until(lambda: first.settled + second.settled >= 900, "900 settled", 60)
+        assert first.consumer is not None and second.consumer is not None
+        assert first.settled and second.settled, "both consumers took a share"
+        failed = [r for r in caplog.records if getattr(r, "action", "") == "lifecycle.db_error"]
+        assert failed == []
+        assert {**first.consumer.settled} == {"acked": first.settled}
+        assert {**second.consumer.settled} == {"acked": second.settled}
+        completed = "SELECT count(*) FROM scout_runs WHERE status = 'completed'"
+        assert scalar(engine, completed) == 300
+        assert ledger(engine) == 900
+    finally:
+        second.stop()
+        first.close()
+        second.connection.release()
