@@ -65,6 +65,7 @@ from scout_tasks.recorder import (
     Delivery,
     Outcome,
     OutcomeKind,
+    Session,
     database_answers,
     handle_batch,
     handle_message,
@@ -149,6 +150,8 @@ class LifecycleConsumer(ConsumerMixin):
         self._first_pending = 0.0
         self._held: list[_Held] = []
         self._next_try = 0.0
+        # The consumer thread's database connection, kept between batches.
+        self._db = Session()
         self._session: kombu.Connection | None = None
         self._legacy = LegacyDrain(exchange, names, self._deliver_legacy)
 
@@ -160,25 +163,28 @@ class LifecycleConsumer(ConsumerMixin):
 
     def run(self, _tokens: int = 1, **kwargs: Any) -> None:
         """Consume until :meth:`stop`, reconnecting with a growing delay; never raises."""
-        failures = 0
-        while not self.should_stop:
-            started = time.monotonic()
-            try:
-                self._consume_session()
-            except Exception as exc:  # noqa: BLE001 - a lost connection, or anything: never die
-                if self.should_stop:
-                    break
-                if time.monotonic() - started > HEALTHY_SESSION:
-                    failures = 0
-                failures += 1
-                delay = self._backoff(failures)
-                log.warning(
-                    "lifecycle consumer lost its broker connection, reconnecting in %.1fs: %r",
-                    delay,
-                    exc,
-                    extra={"action": "lifecycle.reconnect", "delay": delay},
-                )
-                self._wake.wait(delay)
+        try:
+            failures = 0
+            while not self.should_stop:
+                started = time.monotonic()
+                try:
+                    self._consume_session()
+                except Exception as exc:  # noqa: BLE001 - a lost connection, or anything: never die
+                    if self.should_stop:
+                        break
+                    if time.monotonic() - started > HEALTHY_SESSION:
+                        failures = 0
+                    failures += 1
+                    delay = self._backoff(failures)
+                    log.warning(
+                        "lifecycle consumer lost its broker connection, reconnecting in %.1fs: %r",
+                        delay,
+                        exc,
+                        extra={"action": "lifecycle.reconnect", "delay": delay},
+                    )
+                    self._wake.wait(delay)
+        finally:
+            self._db.close()
         log.info("lifecycle consumer stopped", extra={"action": "lifecycle.stop"})
 
     def _consume_session(self) -> None:
@@ -311,7 +317,7 @@ class LifecycleConsumer(ConsumerMixin):
 
     def handle_batch(self, messages: list[Message]) -> list[Outcome]:
         """The outcome of each delivery, the valid ones recorded in one transaction."""
-        return handle_batch(self.engine(), [_delivery(m) for m in messages])
+        return handle_batch(self.engine(), [_delivery(m) for m in messages], self._db)
 
     def handle(self, message: Message) -> Outcome:
         """The outcome for one delivery, recorded alone (a test may make it raise)."""
