@@ -432,3 +432,39 @@ def test_two_consumers_on_one_queue_share_overlapping_batches_and_lose_nothing(
         second.stop()
         first.close()
         second.connection.release()
+
+
+def test_a_kept_connection_the_server_dropped_costs_one_retry_and_nothing_else(
+    engine: Engine,
+    broker_url: str,
+    exchange_name: str,
+    publisher: ConfirmingPublisher,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="scout_tasks.lifecycle")
+    harness = Harness(broker_url, exchange_name, engine)
+    try:
+        consumer = harness.consumer
+        assert consumer is not None
+        # The connection stays checked out between batches however long it idles.
+        consumer._db.IDLE_RECHECK = 60.0
+        first, second = new_run(engine), new_run(engine)
+        publish(publisher, agent_event("scout.started", first))
+        harness.expect(1)
+        # The server drops every other connection to this database (a restart,
+        # an idle timeout): the consumer's kept connection among them.
+        dropped = scalar(
+            engine,
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        assert dropped >= 1
+        publish(publisher, agent_event("scout.started", second))
+        harness.expect(2)
+        assert consumer.settled == {"acked": 2}
+        assert get_run(engine, second)["status"] == "running"
+        failed = [r for r in caplog.records if getattr(r, "action", "") == "lifecycle.db_error"]
+        assert len(failed) == 1
+        assert ledger(engine) == 2
+    finally:
+        harness.close()
