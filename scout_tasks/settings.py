@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # How many due schedules one transaction claims; bounded so a tick never
     # holds thousands of row locks for long.
     fire_batch_size: int = Field(default=1000, ge=1, le=10000)
+    # Ended runs (and their recorded events) older than this many days are
+    # deleted by the tick, a few batches at a time; 0 keeps everything.
+    run_retention_days: int = Field(default=90, ge=0, le=36500)
     run_pending_timeout: float = Field(default=3600.0, gt=0)
     run_timeout: float = Field(default=6 * 3600.0, gt=0)
     # `json`: every log line of beat, worker and API is one JSON object (scout_tasks.logs).
