@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     @field_validator("database_url", mode="before")
     @classmethod
     def _postgres_only(cls, value: object) -> object:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or value == "":
             return value
         if not value.startswith(("postgresql", "postgres://")):
             # The message never repeats the value: it may hold a password.
