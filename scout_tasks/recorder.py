@@ -72,13 +72,14 @@ def apply_event(conn: Connection, event: LifecycleEvent) -> OutcomeKind:
         conn, event_id=event.event_id, run_id=event.run_id, event_type=event.EVENT_TYPE
     ):
         return OutcomeKind.DUPLICATE
-    ended = None
+    ended: str | None = None
     if isinstance(event, StartedEvent):
         changed = runs.mark_run_started(conn, event.run_id)
     elif isinstance(event, ProgressEvent):
         changed = runs.record_run_progress(conn, event.run_id, event.as_metrics(), event.timestamp)
     elif isinstance(event, CompletedEvent):
-        changed, ended = runs.mark_run_completed(conn, event.run_id, event.counters()), "completed"
+        changed = runs.mark_run_completed(conn, event.run_id, event.counters())
+        ended = "completed"
     else:
         changed = runs.mark_run_failed(conn, event.run_id, event.error_message, event.stage)
         ended = "failed"
