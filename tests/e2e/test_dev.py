@@ -313,6 +313,8 @@ def test_dev_as_root_with_its_virtualenv_in_a_private_folder_runs_a_shared_copy(
     """
     import pwd
 
+    from scout_tasks.dev.state import Layout
+
     nobody = pwd.getpwnam("nobody")
     private = Path(tempfile.mkdtemp(prefix="scout-dev-venv-")).resolve()
     assert private.stat().st_mode & 0o777 == 0o700
@@ -320,7 +322,7 @@ def test_dev_as_root_with_its_virtualenv_in_a_private_folder_runs_a_shared_copy(
     expected = _private_install(site)
     assert not expected.exists()
     projects = [private / "one", private / "two"]
-    server_dirs: list[Path] = []
+    server_dirs = [Layout.here(project).server_dir for project in projects]
     devs: list[Dev] = []
     try:
         for project in projects:
@@ -346,7 +348,7 @@ def test_dev_as_root_with_its_virtualenv_in_a_private_folder_runs_a_shared_copy(
         assert half_made == []
         for project in projects:
             state = json.loads((project / ".scout" / "dev.json").read_text())
-            server_dirs.append(Path(state["pgdata"]).parent)
+            assert Path(state["pgdata"]).parent in server_dirs
             # The server really runs the copy, as nobody.
             exe = os.readlink(f"/proc/{state['postgres_pid']}/exe")
             assert exe == str(postgres), exe
