@@ -319,10 +319,25 @@ def test_dev_as_root_with_its_virtualenv_in_a_private_folder_runs_a_shared_copy(
     private = Path(tempfile.mkdtemp(prefix="scout-dev-venv-")).resolve()
     assert private.stat().st_mode & 0o777 == 0o700
     site = private / "venv" / "lib" / "site-packages"
-    expected = _private_install(site)
-    assert not expected.exists()
     projects = [private / "one", private / "two"]
     server_dirs = [Layout.here(project).server_dir for project in projects]
+    expected: Path | None = None
+    try:
+        expected = _private_install(site)
+        assert not expected.exists()
+        _two_first_starts_then_a_reuse(projects, site, expected, server_dirs, nobody.pw_uid)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+        if expected is not None:
+            shutil.rmtree(expected, ignore_errors=True)
+        for folder in server_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _two_first_starts_then_a_reuse(
+    projects: list[Path], site: Path, expected: Path, server_dirs: list[Path], nobody_uid: int
+) -> None:
+    private = projects[0].parent
     devs: list[Dev] = []
     try:
         for project in projects:
@@ -352,28 +367,22 @@ def test_dev_as_root_with_its_virtualenv_in_a_private_folder_runs_a_shared_copy(
             # The server really runs the copy, as nobody.
             exe = os.readlink(f"/proc/{state['postgres_pid']}/exe")
             assert exe == str(postgres), exe
-            assert Path(f"/proc/{state['postgres_pid']}").stat().st_uid == nobody.pw_uid
+            assert Path(f"/proc/{state['postgres_pid']}").stat().st_uid == nobody_uid
         assert private.stat().st_mode & 0o777 == 0o700
     finally:
         for dev in devs:
             dev.interrupt()
-    try:
-        for dev in devs:
-            assert dev.proc.returncode == 0, dev.output()
-            assert "stopped in" in dev.output()
-        assert _processes_in(private) == [] and _processes_in(expected) == []
+    for dev in devs:
+        assert dev.proc.returncode == 0, dev.output()
+        assert "stopped in" in dev.output()
+    assert _processes_in(private) == [] and _processes_in(expected) == []
 
-        # The next start reuses the copy as it is.
-        made = expected.stat().st_ino
-        again = Dev(projects[0], "--no-api", env={"PYTHONPATH": str(site)})
-        try:
-            again.wait_for(r"^scout-tasks dev: ready in [0-9.]+s", timeout=60)
-        finally:
-            again.interrupt()
-        assert again.proc.returncode == 0, again.output()
-        assert expected.stat().st_ino == made
+    # The next start reuses the copy as it is.
+    made = expected.stat().st_ino
+    again = Dev(projects[0], "--no-api", env={"PYTHONPATH": str(site)})
+    try:
+        again.wait_for(r"^scout-tasks dev: ready in [0-9.]+s", timeout=60)
     finally:
-        shutil.rmtree(private, ignore_errors=True)
-        shutil.rmtree(expected, ignore_errors=True)
-        for folder in server_dirs:
-            shutil.rmtree(folder, ignore_errors=True)
+        again.interrupt()
+    assert again.proc.returncode == 0, again.output()
+    assert expected.stat().st_ino == made
