@@ -365,3 +365,41 @@ def test_a_database_that_does_not_answer_fails_the_scrape(
         response = down.get("/metrics")
     assert response.status_code == 503
     assert response.json()["detail"].startswith("database unavailable")
+
+
+def test_upgrading_starts_the_counters_from_what_the_database_already_holds() -> None:
+    from scout_tasks import migrate
+    from tests.integration.helpers import empty_database
+
+    with empty_database() as url:
+        migrate.upgrade(url, "0003")
+        old = make_engine(url)
+        try:
+            execute(
+                old,
+                """
+                INSERT INTO scout_schedules (name, cron_expression, source, max_strategies,
+                                             skipped_slots)
+                VALUES ('a', '0 * * * *', 's', 1, 7), ('b', '0 * * * *', 's', 1, 5);
+                INSERT INTO scout_runs (trigger_type, source, max_strategies, status)
+                VALUES ('scheduled', 's', 1, 'completed'), ('scheduled', 's', 1, 'pending'),
+                       ('manual', 's', 1, 'failed'), ('manual', 's', 1, 'cancelled');
+                """,
+            )
+        finally:
+            old.dispose()
+        migrate.upgrade(url)
+        new = make_engine(url)
+        try:
+            with new.connect() as conn:
+                totals = counters.totals(conn)
+        finally:
+            new.dispose()
+    assert totals == {
+        (counters.SKIPPED_SLOTS, ""): 12,
+        (counters.RUNS_CREATED, "scheduled"): 2,
+        (counters.RUNS_CREATED, "manual"): 2,
+        (counters.RUNS_FINISHED, "completed"): 1,
+        (counters.RUNS_FINISHED, "failed"): 1,
+        (counters.RUNS_FINISHED, "cancelled"): 1,
+    }
