@@ -32,7 +32,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from scout_tasks import run_events, runs
+from scout_tasks import counters, run_events, runs
 from scout_tasks.db import translate_db_error
 from scout_tasks.errors import (
     ConstraintViolation,
@@ -107,8 +107,11 @@ def apply_events(conn: Connection, events: Sequence[LifecycleEvent]) -> list[Out
     )
     runs.mark_runs_completed(conn, [(e.run_id, e.counters()) for e in plan.completed])
     runs.mark_runs_failed(conn, [(e.run_id, e.error_message, e.stage) for e in plan.failed])
-    # The batch's outcome is known here, inside its transaction (plan.finished:
-    # the runs it ended), and commits or rolls back with it.
+    # The batch's outcome is known here: the runs it ended are counted in its
+    # transaction (scout_tasks.counters), so the count commits or rolls back with it.
+    finished = [status for status, n in plan.finished.items() for _ in range(n)]
+    if finished:
+        counters.bump(conn, counters.runs_finished(finished))
     return plan.outcomes
 
 

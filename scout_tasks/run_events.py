@@ -50,3 +50,13 @@ def record_run_events(conn: Connection, events: Sequence[_Recordable]) -> set[uu
         },
     )
     return {value if isinstance(value, uuid.UUID) else uuid.UUID(value) for (value,) in rows}
+
+
+_DELETE_FOR_RUNS = text("DELETE FROM scout_run_events WHERE run_id = ANY(CAST(:run_ids AS uuid[]))")
+
+
+def delete_for_runs(conn: Connection, run_ids: Sequence[uuid.UUID]) -> int:
+    """Forget the recorded events of runs being deleted (retention); returns how many."""
+    if not run_ids:
+        return 0
+    return conn.execute(_DELETE_FOR_RUNS, {"run_ids": [str(r) for r in run_ids]}).rowcount
