@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, make_url, text
 
+from scout_tasks import counters
 from scout_tasks.db import make_engine
 from scout_tasks.lifecycle_queues import DELIVERY_LIMIT
 from scout_tasks.publisher import ConfirmingPublisher
@@ -151,6 +152,11 @@ def test_completed_and_started_of_one_run_in_one_batch_complete_it_with_started_
         # A terminal run never changes, in a batch or not.
         assert get_run(engine, cancelled) == frozen
         assert ledger(engine) == 8
+        # The batch ended two runs: counted once each, in its transaction.
+        with engine.connect() as conn:
+            totals = counters.totals(conn)
+        finished = {k[1]: v for k, v in totals.items() if k[0] == counters.RUNS_FINISHED}
+        assert finished == {"completed": 1, "failed": 1}
     finally:
         harness.close()
 
