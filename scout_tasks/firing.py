@@ -122,14 +122,20 @@ def _fire_batch(engine: Engine, batch_size: int, report: FireReport) -> tuple[ou
     return queued, len(claimed)
 
 
-def _write_batch(
-    conn: Connection, batch: BatchPlan, now: datetime
-) -> tuple[set[uuid.UUID], outbox.Queued]:
-    """Insert the runs (a slot that already has one is skipped), their events, the advances."""
-    inserted = runs.insert_scheduled_runs(conn, batch.runs)
+def insert_runs(
+    conn: Connection, new: list[runs.NewScheduledRun], now: datetime
+) -> tuple[set[uuid.UUID], outbox.Queued, dict[uuid.UUID, uuid.UUID]]:
+    """Insert scheduled runs and queue their ``scout.trigger`` events, in ``conn``'s transaction.
+
+    A slot that already has a run is skipped by ``UNIQUE (schedule_id,
+    scheduled_for)`` (ON CONFLICT DO NOTHING), so any writer of slots (the
+    fire batch, a backfill) races every other safely. Returns the ids inserted,
+    the queued events and, per schedule, its latest inserted run.
+    """
+    inserted = runs.insert_scheduled_runs(conn, new)
     events = []
     last_run: dict[uuid.UUID, uuid.UUID] = {}
-    for run in batch.runs:
+    for run in new:
         if run.id not in inserted:
             continue
         last_run[run.schedule_id] = run.id
@@ -146,7 +152,14 @@ def _write_batch(
             scheduled_for=run.scheduled_for,
         )
         events.append(outbox.PendingEvent(event.event_id, TRIGGER, event.to_payload(), run.id))
-    queued = outbox.add_events(conn, events)
+    return inserted, outbox.add_events(conn, events), last_run
+
+
+def _write_batch(
+    conn: Connection, batch: BatchPlan, now: datetime
+) -> tuple[set[uuid.UUID], outbox.Queued]:
+    """Insert the runs (a slot that already has one is skipped), their events, the advances."""
+    inserted, queued, last_run = insert_runs(conn, batch.runs, now)
     advances = batch.advances
     schedules.advance(
         conn,

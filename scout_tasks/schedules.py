@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from scout_tasks import jitter
 from scout_tasks.db import translate_db_error
 from scout_tasks.errors import DuplicateScheduleName, ScheduleNotFound
 from scout_tasks.tables import schedules
@@ -140,6 +141,8 @@ class DueSchedule:
     overlap_policy: str
     # Status of the previous run, read only for overlap_policy = 'skip'.
     last_run_status: str | None
+    # The schedule's jitter offset d (see scout_tasks.jitter): due at next_run_at + d.
+    jitter_ms: int = 0
 
 
 _CLAIM_DUE = text(
@@ -153,13 +156,17 @@ _CLAIM_DUE = text(
            s.misfire_policy, s.misfire_grace_seconds, s.overlap_policy,
            CASE WHEN s.overlap_policy = 'skip' THEN
                (SELECT r.status FROM scout_runs r WHERE r.id = s.last_run_id)
-           END AS last_run_status
+           END AS last_run_status,
+           $jitter_ms AS jitter_ms
     FROM scout_schedules s
+    -- The first condition is the due-index's range; the second holds back a
+    -- jittered schedule until its own instant, slot + d (d < 3600 s).
     WHERE s.enabled AND s.next_run_at <= now()
+      AND s.next_run_at + $jitter <= now()
     ORDER BY s.next_run_at
     LIMIT :limit
     FOR UPDATE OF s SKIP LOCKED
-    """
+    """.replace("$jitter_ms", jitter.sql_ms("s")).replace("$jitter", jitter.sql_interval("s"))
 )
 
 
@@ -252,23 +259,39 @@ def set_next_run(
     )
 
 
-# Two index probes on the partial due-index, never a scan of all schedules. The
-# beat runs it on its own psycopg2 session (the one that LISTENs).
+# The earliest instant a schedule is due: min(next_run_at + d). Without jitter
+# that is two index probes on the partial due-index, never a scan of all
+# schedules. With jitter, a row can be due before the first row by next_run_at
+# only if its next_run_at is earlier than that row's due instant, so the scan
+# is bounded to that range (empty when the first row has no jitter; at most
+# the herd of one slot otherwise). The beat runs it on its own psycopg2
+# session (the one that LISTENs).
 HORIZON_QUERY = text(
     """
+    WITH head AS (
+        SELECT s.next_run_at + $jitter AS due_at
+        FROM scout_schedules s
+        WHERE s.enabled AND s.next_run_at IS NOT NULL
+        ORDER BY s.next_run_at LIMIT 1
+    )
     SELECT now() AS now,
-           (SELECT next_run_at FROM scout_schedules
-             WHERE enabled AND next_run_at IS NOT NULL
-             ORDER BY next_run_at LIMIT 1) AS earliest,
+           (SELECT LEAST(head.due_at, (
+                SELECT min(s.next_run_at + $jitter)
+                FROM scout_schedules s
+                WHERE s.enabled AND s.next_run_at < head.due_at))
+            FROM head) AS earliest,
            EXISTS (SELECT 1 FROM scout_schedules
                     WHERE enabled AND next_run_at IS NULL AND last_error IS NULL) AS unscheduled
-    """
+    """.replace("$jitter", jitter.sql_interval("s"))
 )
 
 
 @dataclass(frozen=True, slots=True)
 class Horizon:
-    """What the beat needs to know to sleep: the database's clock and the next slot."""
+    """What the beat needs to know to sleep: the database's clock and the next due instant.
+
+    ``earliest`` is the earliest ``next_run_at + d`` (d the schedule's jitter).
+    """
 
     now: datetime
     earliest: datetime | None
@@ -334,3 +357,23 @@ def resume_schedule(
             "paused_by": None,
         },
     )
+
+
+# --- schedules as code ----------------------------------------------------------
+
+
+def lock_for_apply(
+    conn: Connection, names: Sequence[str], *, managed: bool
+) -> list[dict[str, Any]]:
+    """Lock the schedules named, and with ``managed`` every one apply wrote, in id order.
+
+    Held until the apply's transaction ends, so the plan is made from rows no
+    one else changes meanwhile. A fire batch's claim skips them (SKIP LOCKED)
+    and picks them up after the commit; locking in id order keeps two applies
+    from deadlocking each other.
+    """
+    condition = schedules.c.name.in_(list(names))
+    if managed:
+        condition = condition | schedules.c.managed_by.is_not(None)
+    query = select(*COLUMNS).where(condition).order_by(schedules.c.id).with_for_update()
+    return [_as_dict(r) for r in conn.execute(query)]
