@@ -124,10 +124,20 @@ def _new_runs(schedule: dict[str, Any], slots: list[datetime]) -> list[runs.NewS
     ]
 
 
-def _schedule(conn: Connection, key: uuid.UUID | str) -> dict[str, Any]:
+def _schedule(conn: Connection, key: uuid.UUID | str, *, lock: bool) -> dict[str, Any]:
+    """The schedule by id or name; with ``lock``, its row locked as a fire batch's claim locks it.
+
+    The lock orders a backfill and a fire batch on the same schedule: without
+    it each could insert the slot's run and then wait for the other (the fire
+    batch on the run's unique key, the backfill's foreign-key check on the
+    claimed schedule row), a deadlock. With it, whichever commits first makes
+    the run and the other's ON CONFLICT skips it. A fire batch that finds the
+    row locked skips the schedule and takes it on its next pass.
+    """
     if isinstance(key, uuid.UUID):
-        return schedules.get_schedule(conn, key)
-    return schedules.find_schedule(conn, key)
+        return schedules.get_schedule(conn, key, lock=lock)
+    found = schedules.find_schedule(conn, key)
+    return schedules.get_schedule(conn, found["id"], lock=True) if lock else found
 
 
 def backfill(
@@ -147,7 +157,7 @@ def backfill(
     """
     start_at, end_at = parse_instant("from", start), parse_instant("to", end)
     with engine.begin() as conn:
-        schedule = _schedule(conn, schedule_id_or_name)
+        schedule = _schedule(conn, schedule_id_or_name, lock=not dry_run)
         now = db_now(conn)
         slots = plan_slots(schedule, start_at, end_at, now)
         if dry_run:
