@@ -1,7 +1,8 @@
 """Applying a schedules document: plan against the locked rows, write it in one transaction.
 
 The plan itself is pure (:func:`scout_tasks.manifest.plan`); this module reads
-and locks the rows it concerns, asks for the plan, and writes it through the
+the rows it concerns, asks for the plan, locks the rows it will write and
+plans again from them, and writes it through the
 same functions as every other face (:func:`scout_tasks.service.write_create`,
 :func:`~scout_tasks.service.write_update`), with the actor recorded by the
 history trigger. An invalid document is refused before anything is read, and
@@ -38,12 +39,21 @@ def apply(
     """
     wanted = manifest.parse_document(document)
     who = validation.actor(actor)
+    names = [e.name for e in wanted]
     with engine.begin() as conn:
         set_actor(conn, who)
-        current = schedules.lock_for_apply(conn, [e.name for e in wanted], managed=prune)
+        current = schedules.find_for_apply(conn, names, managed=prune)
         plan = manifest.plan(current, wanted, prune=prune)
         if dry_run or not plan.changes:
+            # Nothing locked: an apply that changes nothing never delays a firing.
             return plan
+        # Lock only the rows the plan writes, then plan again from them as
+        # they are now: a fire batch skips just those rows for the few
+        # milliseconds this takes, and a concurrent edit is seen, not lost.
+        writes = {s.schedule_id for s in plan.steps if s.action in (UPDATE, DELETE)}
+        locked = schedules.lock_schedules(conn, sorted(i for i in writes if i is not None))
+        current = [r for r in current if r["id"] not in writes] + locked
+        plan = manifest.plan(current, wanted, prune=prune)
         rows = {row["name"]: row for row in current}
         # Deletes first, so a pruned schedule's slot in the unique names is free.
         for step in plan.steps:

@@ -362,18 +362,29 @@ def resume_schedule(
 # --- schedules as code ----------------------------------------------------------
 
 
-def lock_for_apply(
+def find_for_apply(
     conn: Connection, names: Sequence[str], *, managed: bool
 ) -> list[dict[str, Any]]:
-    """Lock the schedules named, and with ``managed`` every one apply wrote, in id order.
-
-    Held until the apply's transaction ends, so the plan is made from rows no
-    one else changes meanwhile. A fire batch's claim skips them (SKIP LOCKED)
-    and picks them up after the commit; locking in id order keeps two applies
-    from deadlocking each other.
-    """
+    """The schedules named, and with ``managed`` every one apply wrote (what a plan compares)."""
     condition = schedules.c.name.in_(list(names))
     if managed:
         condition = condition | schedules.c.managed_by.is_not(None)
-    query = select(*COLUMNS).where(condition).order_by(schedules.c.id).with_for_update()
+    return [_as_dict(r) for r in conn.execute(select(*COLUMNS).where(condition))]
+
+
+def lock_schedules(conn: Connection, ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+    """Lock these schedules (FOR UPDATE, in id order) and read them as they now are.
+
+    Held until the transaction ends. A fire batch's claim skips a locked row
+    (SKIP LOCKED) and takes it on a later pass; locking in id order keeps two
+    writers of overlapping sets from deadlocking each other.
+    """
+    if not ids:
+        return []
+    query = (
+        select(*COLUMNS)
+        .where(schedules.c.id.in_(list(ids)))
+        .order_by(schedules.c.id)
+        .with_for_update()
+    )
     return [_as_dict(r) for r in conn.execute(query)]

@@ -214,7 +214,7 @@ def test_a_failure_while_writing_rolls_every_step_back(engine: Engine) -> None:
         )
 
     # The plan sees no "late" (its lock query ran first), the insert then collides.
-    real = apply.schedules.lock_for_apply
+    real = apply.schedules.find_for_apply
 
     def lock_then_race(conn: Any, names: Any, *, managed: bool) -> Any:
         found = real(conn, names, managed=managed)
@@ -223,12 +223,12 @@ def test_a_failure_while_writing_rolls_every_step_back(engine: Engine) -> None:
         worker.join()
         return found
 
-    apply.schedules.lock_for_apply = lock_then_race  # type: ignore[assignment]
+    apply.schedules.find_for_apply = lock_then_race  # type: ignore[assignment]
     try:
         with pytest.raises(Exception, match="late"):
             apply.apply(engine, document)
     finally:
-        apply.schedules.lock_for_apply = real  # type: ignore[assignment]
+        apply.schedules.find_for_apply = real  # type: ignore[assignment]
     names = {r["name"] for r in rows(engine, "SELECT name FROM scout_schedules")}
     assert names == {"taken", "late"}  # "first" was rolled back with the failed step
 
@@ -301,3 +301,26 @@ def test_http_apply_returns_the_plan_and_refuses_like_the_cli(
             ("delete", "h2"),
         ]
         assert count(engine, "scout_schedules") == 1
+
+
+def test_apply_locks_only_the_rows_it_writes(engine: Engine) -> None:
+    apply.apply(engine, {"schedules": [_entry("busy"), _entry("edited")]})
+    # Another transaction (a fire batch, an operator) holds "busy".
+    with engine.connect() as holder:
+        holder.begin()
+        holder.exec_driver_sql("SELECT 1 FROM scout_schedules WHERE name = 'busy' FOR UPDATE")
+        done = threading.Event()
+
+        def run() -> None:
+            apply.apply(engine, {"schedules": [_entry("busy"), _entry("edited", description="x")]})
+            done.set()
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        finished = done.wait(timeout=10)
+        holder.rollback()
+        worker.join()
+    assert finished, "apply waited for a row it does not change"
+    assert row(engine, "SELECT description FROM scout_schedules WHERE name = 'edited'") == {
+        "description": "x"
+    }
