@@ -6,6 +6,7 @@ Added to the ``schedules`` group by :mod:`scout_tasks.cli`.
 from __future__ import annotations
 
 import getpass
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -77,12 +78,19 @@ def schedules_apply(
 
 @click.command("export")
 @click.option("-o", "--output", default=None, help="Write to this file (default: stdout).")
+@json_option
 @handles_errors
-def schedules_export(output: str | None) -> None:
-    """Write every schedule as YAML that `schedules apply` accepts with no change."""
+def schedules_export(output: str | None, as_json: bool) -> None:
+    """Write every schedule as YAML (or JSON) that `schedules apply` accepts with no change."""
     from scout_tasks import apply, manifest
 
-    text = manifest.dump_yaml(apply.export(engine()))
+    document = apply.export(engine())
+    # JSON is YAML too: apply reads either.
+    text = (
+        json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        if as_json
+        else manifest.dump_yaml(document)
+    )
     if output is None or output == "-":
         click.echo(text, nl=False)
         return

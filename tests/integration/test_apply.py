@@ -258,8 +258,13 @@ def test_export_round_trips_with_no_change(cli: Cli, engine: Engine, tmp_path: P
     assert [p["action"] for p in plan] == ["unchanged", "unchanged"]
     assert rows(engine, "SELECT * FROM scout_schedules ORDER BY name") == before
     assert _history(engine) == history
-    # And stdout carries the same document.
+    # And stdout carries the same document; --json too, which apply reads as well.
     assert yaml.safe_load(_ok(cli("schedules", "export"))) == yaml.safe_load(out.read_text())
+    as_json = tmp_path / "export.json"
+    _ok(cli("schedules", "export", "--json", "-o", str(as_json)))
+    assert json.loads(as_json.read_text()) == yaml.safe_load(out.read_text())
+    again = json.loads(_ok(cli("schedules", "apply", "-f", str(as_json), "--json")))
+    assert [p["action"] for p in again] == ["unchanged", "unchanged"]
 
 
 def test_http_apply_returns_the_plan_and_refuses_like_the_cli(
