@@ -48,6 +48,10 @@ ERROR_BACKOFF = 3.0
 # the claim skipped rows another writer held (an apply, a backfill, an edit),
 # and that writer's commit is what NOTIFYs us.
 RESEND_AFTER_NOTIFY = 1.0
+# While a herd of jittered schedules is under way the horizon is only a lower
+# bound (see schedules.HORIZON_QUERY): fire is sent this often, and each claim
+# takes what has come due since.
+HERD_CADENCE = 0.25
 
 
 def psycopg2_dsn(url: str) -> str:
@@ -81,8 +85,8 @@ class _Listener:
     def horizon(self) -> schedules.Horizon:
         with self.conn.cursor() as cur:
             cur.execute(schedules.HORIZON_QUERY.text)
-            now, earliest, unscheduled = cur.fetchone()
-        return schedules.Horizon(now, earliest, unscheduled)
+            now, earliest, unscheduled, bounded = cur.fetchone()
+        return schedules.Horizon(now, earliest, unscheduled, bounded)
 
     def wait(self, timeout: float) -> bool:
         """Block until a NOTIFY arrives or ``timeout`` passes; True if notified."""
@@ -207,10 +211,14 @@ class ScoutScheduler(Scheduler):
                 key != self._last_fire
                 or since >= tick_seconds
                 or (self._notified and since >= RESEND_AFTER_NOTIFY)
+                or (horizon.bounded and since >= HERD_CADENCE)
             )
             if fresh and self._send(FIRE, horizon.earliest or horizon.now):
                 self._last_fire, self._last_fire_sent = key, mono
                 self._notified = False
+                since = 0.0
+            if horizon.bounded:
+                resend_in = HERD_CADENCE - since
             elif self._notified:
                 resend_in = RESEND_AFTER_NOTIFY - since
         wait = max(0.0, self._next_tick - time.monotonic())

@@ -259,13 +259,19 @@ def set_next_run(
     )
 
 
+# Rows the horizon reads at most to find a jittered due instant (see below).
+HORIZON_WINDOW = 1000
+
 # The earliest instant a schedule is due: min(next_run_at + d). Without jitter
 # that is two index probes on the partial due-index, never a scan of all
 # schedules. With jitter, a row can be due before the first row by next_run_at
-# only if its next_run_at is earlier than that row's due instant, so the scan
-# is bounded to that range (empty when the first row has no jitter; at most
-# the herd of one slot otherwise). The beat runs it on its own psycopg2
-# session (the one that LISTENs).
+# only if its next_run_at is earlier than that row's due instant, so only
+# that range is read, and at most HORIZON_WINDOW rows of it: past that (a herd
+# of jittered schedules on one slot), the last row's next_run_at is a lower
+# bound of every unread row's due instant, and the answer is marked
+# ``bounded``: the beat then sends ``fire`` at a steady cadence instead of
+# reading the whole herd on every wake-up. The beat runs it on its own
+# psycopg2 session (the one that LISTENs).
 HORIZON_QUERY = text(
     """
     WITH head AS (
@@ -273,16 +279,21 @@ HORIZON_QUERY = text(
         FROM scout_schedules s
         WHERE s.enabled AND s.next_run_at IS NOT NULL
         ORDER BY s.next_run_at LIMIT 1
+    ), ahead AS (
+        SELECT s.next_run_at, s.next_run_at + $jitter AS due_at
+        FROM scout_schedules s, head
+        WHERE s.enabled AND s.next_run_at < head.due_at
+        ORDER BY s.next_run_at LIMIT $window
+    ), cut AS (
+        SELECT max(next_run_at) AS bound FROM ahead HAVING count(*) >= $window
     )
     SELECT now() AS now,
-           (SELECT LEAST(head.due_at, (
-                SELECT min(s.next_run_at + $jitter)
-                FROM scout_schedules s
-                WHERE s.enabled AND s.next_run_at < head.due_at))
-            FROM head) AS earliest,
+           LEAST((SELECT due_at FROM head), (SELECT min(due_at) FROM ahead),
+                 (SELECT bound FROM cut)) AS earliest,
            EXISTS (SELECT 1 FROM scout_schedules
-                    WHERE enabled AND next_run_at IS NULL AND last_error IS NULL) AS unscheduled
-    """.replace("$jitter", jitter.sql_interval("s"))
+                    WHERE enabled AND next_run_at IS NULL AND last_error IS NULL) AS unscheduled,
+           EXISTS (SELECT 1 FROM cut) AS bounded
+    """.replace("$jitter", jitter.sql_interval("s")).replace("$window", str(HORIZON_WINDOW))
 )
 
 
@@ -290,12 +301,14 @@ HORIZON_QUERY = text(
 class Horizon:
     """What the beat needs to know to sleep: the database's clock and the next due instant.
 
-    ``earliest`` is the earliest ``next_run_at + d`` (d the schedule's jitter).
+    ``earliest`` is the earliest ``next_run_at + d`` (d the schedule's jitter),
+    or, when ``bounded``, a lower bound of it (a herd of jittered schedules).
     """
 
     now: datetime
     earliest: datetime | None
     unscheduled: bool
+    bounded: bool = False
 
 
 def enabled_and_skipped_totals(conn: Connection) -> tuple[int, int]:

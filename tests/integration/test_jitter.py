@@ -78,8 +78,8 @@ def test_a_jittered_schedule_is_claimed_at_slot_plus_d_not_before(engine: Engine
 
 def _horizon(engine: Engine) -> schedules.Horizon:
     with engine.connect() as conn:
-        now, earliest, unscheduled = conn.execute(text(schedules.HORIZON_QUERY.text)).one()
-    return schedules.Horizon(now, earliest, unscheduled)
+        found = conn.execute(text(schedules.HORIZON_QUERY.text)).one()
+    return schedules.Horizon(*found)
 
 
 def test_the_beat_wakes_at_the_earliest_slot_plus_d(engine: Engine) -> None:
@@ -114,6 +114,41 @@ def test_the_beat_wakes_at_the_earliest_slot_plus_d(engine: Engine) -> None:
     )
     horizon = _horizon(engine)
     assert horizon.earliest is not None and horizon.earliest <= horizon.now
+
+
+def test_a_herd_reads_as_a_bounded_lower_bound_not_a_full_scan(engine: Engine) -> None:
+    n = schedules.HORIZON_WINDOW + 500
+    execute(
+        engine,
+        """
+        INSERT INTO scout_schedules (name, cron_expression, source, max_strategies,
+                                     jitter_seconds, next_run_at)
+        SELECT 'herd-' || g, '0 * * * *', 's', 1, 60,
+               date_trunc('second', now()) + interval '1 hour'
+        FROM generate_series(1, :n) AS g
+        """,
+        n=n,
+    )
+    slot = row(engine, "SELECT min(next_run_at) AS s FROM scout_schedules")["s"]
+    true_earliest = row(
+        engine, f"SELECT min(next_run_at + {jitter.sql_interval()}) AS e FROM scout_schedules"
+    )["e"]
+
+    horizon = _horizon(engine)
+
+    # Never later than the truth (the beat must not sleep past a due instant).
+    assert horizon.bounded
+    assert horizon.earliest == slot <= true_earliest
+    # A small herd is read whole and exact.
+    execute(engine, "DELETE FROM scout_schedules WHERE name <> 'herd-1'")
+    exact = _horizon(engine)
+    assert not exact.bounded
+    assert (
+        exact.earliest
+        == row(engine, f"SELECT next_run_at + {jitter.sql_interval()} AS e FROM scout_schedules")[
+            "e"
+        ]
+    )
 
 
 def test_the_claim_and_horizon_still_use_the_due_index(engine: Engine) -> None:
