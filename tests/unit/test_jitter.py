@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -26,11 +25,12 @@ def test_d_is_within_the_window_and_stable_per_id() -> None:
     assert jitter.offset(ids[5], 1) < timedelta(seconds=1)
 
 
-def test_the_known_value_matches_the_formula() -> None:
-    zero = uuid.UUID(int=0)
-
-    first = int(hashlib.md5(str(zero).encode()).hexdigest()[:8], 16)
-    assert jitter.offset_ms(zero, 3600) == first % 3_600_000
+def test_known_values_match_the_documented_formula() -> None:
+    # d_ms = ((last 32 bits) * 40503 mod 2**32) mod (J * 1000)
+    sid = uuid.UUID("12345678-9abc-def0-1234-56789abcdef0")
+    assert jitter.offset_ms(sid, 60) == (0x9ABCDEF0 * 40503 % 2**32) % 60_000
+    assert jitter.offset_ms(uuid.UUID(int=1), 3600) == 40503
+    assert jitter.offset_ms(uuid.UUID(int=2**32), 60) == 0  # only the last 32 bits count
 
 
 def _due(
