@@ -66,11 +66,23 @@ def _lags(db_url: str) -> tuple[list[float], int]:
             cur.execute(
                 f"""
                 SELECT extract(epoch FROM r.created_at - r.scheduled_for
-                                           - {jitter.sql_interval("s")})::float8
+                                           - {jitter.sql_interval("s")})::float8,
+                       {jitter.sql_ms("s")} / 1000.0
                 FROM scout_runs r JOIN scout_schedules s ON s.id = r.schedule_id
                 """  # noqa: S608 - a constant SQL fragment
             )
-            lags = [row[0] for row in cur.fetchall()]
+            found = cur.fetchall()
+            lags = [row[0] for row in found]
+            # Where in the window the lag happened: p99 per tenth of the window.
+            tenth = max(float(row[1]) for row in found) / 10 if found else 1.0
+            parts = [
+                [lag for lag, d in found if i * tenth <= float(d) < (i + 1) * tenth + (i == 9)]
+                for i in range(10)
+            ]
+            common.log(
+                "  lag p99 per tenth of the window, ms: "
+                + " ".join(f"{common.percentile(p, 99) * 1000:.0f}" for p in parts)
+            )
             cur.execute("SELECT count(*) FROM scout_runs")
             runs = int(cur.fetchone()[0])  # type: ignore[index]
     finally:
