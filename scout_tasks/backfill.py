@@ -47,26 +47,21 @@ class Backfill:
     delivered: bool = False
 
     def as_dict(self) -> dict[str, Any]:
+        """The CLI's ``--json`` and the API's response: every slot of the range, in order."""
+        new = "would_create" if self.dry_run else "created"
+        slots = [(slot, run_id, new) for slot, run_id in self.created]
+        slots += [(slot, None, "exists") for slot in self.existing]
         return {
             "schedule_id": str(self.schedule_id),
             "from": self.start.isoformat(),
             "to": self.end.isoformat(),
             "dry_run": self.dry_run,
             "slots": [
-                *(
-                    {
-                        "slot": s.isoformat(),
-                        "run_id": None if r is None else str(r),
-                        "status": "would_create" if self.dry_run else "created",
-                    }
-                    for s, r in self.created
-                ),
-                *(
-                    {"slot": s.isoformat(), "run_id": None, "status": "exists"}
-                    for s in self.existing
-                ),
+                {"slot": slot.isoformat(), "run_id": None if r is None else str(r), "status": st}
+                for slot, r, st in sorted(slots, key=lambda item: item[0])
             ],
             "created": 0 if self.dry_run else len(self.created),
+            "would_create": len(self.created) if self.dry_run else 0,
             "existing": len(self.existing),
         }
 

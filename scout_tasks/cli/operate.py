@@ -120,10 +120,7 @@ def schedules_backfill(schedule: str, start: str, end: str, dry_run: bool, as_js
 
     def text(data: dict[str, Any]) -> str:
         marks = {"created": "+", "would_create": "+", "exists": "="}
-        lines = [
-            f"{marks[s['status']]} {s['slot']}"
-            for s in sorted(data["slots"], key=lambda s: s["slot"])
-        ]
+        lines = [f"{marks[s['status']]} {s['slot']}" for s in data["slots"]]
         new = len(result.created)
         if dry_run:
             lines.append(f"dry run: {new} run(s) to create, {data['existing']} slot(s) have one")
