@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from scout_tasks import cron, firing, outbox, runs, schedules
+from scout_tasks import counters, cron, firing, outbox, runs, schedules
 from scout_tasks.db import db_now
 from scout_tasks.errors import InvalidInput
 from scout_tasks.publisher import ConfirmingPublisher
@@ -167,6 +167,8 @@ def backfill(
             )
         new = _new_runs(schedule, slots)
         inserted, queued, _last = firing.insert_runs(conn, new, now)
+        # Runs created, like the fire batch's; not fire lag (the slots are old on purpose).
+        counters.bump(conn, counters.runs_created("scheduled", len(inserted)))
     created = [(r.scheduled_for, r.id) for r in new if r.id in inserted]
     existing = [r.scheduled_for for r in new if r.id not in inserted]
     log.info(

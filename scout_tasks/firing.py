@@ -16,7 +16,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine
 
-from scout_tasks import cron, outbox, runs, schedules
+from scout_tasks import counters, cron, outbox, runs, schedules
 from scout_tasks.db import db_now
 from scout_tasks.errors import InvalidInput
 from scout_tasks.events import TRIGGER, TriggerEvent
@@ -158,8 +158,15 @@ def insert_runs(
 def _write_batch(
     conn: Connection, batch: BatchPlan, now: datetime
 ) -> tuple[set[uuid.UUID], outbox.Queued]:
-    """Insert the runs (a slot that already has one is skipped), their events, the advances."""
+    """Insert the runs (a slot that already has one is skipped), their events, the advances.
+
+    Last, the batch's counters (runs created, slots skipped, the fire lag of
+    each run: its ``created_at``, which is ``now``, minus its slot).
+    """
     inserted, queued, last_run = insert_runs(conn, batch.runs, now)
+    lags = [
+        (now - run.scheduled_for).total_seconds() for run in batch.runs if run.id in inserted
+    ]
     advances = batch.advances
     schedules.advance(
         conn,
@@ -175,6 +182,14 @@ def _write_batch(
             [None] * len(batch.invalid),
             [i.error for i in batch.invalid],
         )
+    counters.bump(
+        conn,
+        counters.merge(
+            counters.runs_created("scheduled", len(inserted)),
+            {(counters.SKIPPED_SLOTS, ""): batch.skipped},
+            counters.fire_lag(lags),
+        ),
+    )
     return inserted, queued
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy import Connection, text
 
@@ -28,3 +29,13 @@ def record_run_event(
         _RECORD_EVENT, {"event_id": event_id, "run_id": run_id, "event_type": event_type}
     ).one_or_none()
     return row is not None
+
+
+_DELETE_FOR_RUNS = text("DELETE FROM scout_run_events WHERE run_id = ANY(CAST(:run_ids AS uuid[]))")
+
+
+def delete_for_runs(conn: Connection, run_ids: Sequence[uuid.UUID]) -> int:
+    """Forget the recorded events of runs being deleted (retention); returns how many."""
+    if not run_ids:
+        return 0
+    return conn.execute(_DELETE_FOR_RUNS, {"run_ids": [str(r) for r in run_ids]}).rowcount
