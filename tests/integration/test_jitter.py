@@ -172,3 +172,22 @@ def test_the_claim_and_horizon_still_use_the_due_index(engine: Engine) -> None:
     assert "ix_scout_schedules_due" in claim
     assert "Seq Scan" not in claim
     assert "Seq Scan on scout_schedules s" not in horizon
+
+
+def test_a_schedule_waiting_out_its_jitter_is_neither_due_nor_overdue(engine: Engine) -> None:
+    sid = _id_with_offset_at_least(3600, 600_000)
+    d = jitter.offset(sid, 3600)
+    # The slot passed 5 minutes ago; its own instant, slot + d, is still ahead.
+    _insert(engine, sid, "patient", 3600, "now() - interval '5 minutes'")
+    with engine.connect() as conn:
+        counts = schedules.count_enabled(conn, overdue_after=60)
+    assert (counts.enabled, counts.due, counts.overdue) == (1, 0, 0)
+
+    execute(
+        engine,
+        "UPDATE scout_schedules SET next_run_at = now() - make_interval(secs => :s)",
+        s=d.total_seconds() + 120,
+    )
+    with engine.connect() as conn:
+        counts = schedules.count_enabled(conn, overdue_after=60)
+    assert (counts.due, counts.overdue) == (1, 1)
