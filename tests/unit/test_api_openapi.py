@@ -30,6 +30,8 @@ OPERATIONS = {
     ("delete", "/api/scout/schedules/{id}"): "delete_schedule",
     ("get", "/api/scout/schedules/{id}/next"): "next_fire_times",
     ("post", "/api/scout/schedules/{id}/reload"): "reload_schedule",
+    ("post", "/api/scout/schedules/apply"): "apply_schedules",
+    ("post", "/api/scout/schedules/{id}/backfill"): "backfill_schedule",
     ("post", "/api/scout/trigger"): "trigger_run",
     ("get", "/api/scout/runs"): "list_runs",
     ("get", "/api/scout/runs/{id}"): "get_run",
