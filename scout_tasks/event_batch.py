@@ -16,7 +16,7 @@ order they happened to arrive, which delivery does not guarantee anyway:
   wins, as it would one by one; the others are recorded and ignored;
 - of several progress events for one run, the database keeps the latest by
   timestamp (it owns the clock that distrusts a forged future one, see
-  ``runs.record_runs_progress``).
+  ``run_updates.record_runs_progress``).
 """
 
 from __future__ import annotations

@@ -36,18 +36,16 @@ and with it tick and fire, never notices.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import kombu
 from kombu import Consumer
 from kombu.message import Message
-from kombu.mixins import ConsumerMixin
 from sqlalchemy import Engine
 
 from scout_tasks.deliveries import (
@@ -60,6 +58,7 @@ from scout_tasks.deliveries import (
 )
 from scout_tasks.lifecycle_legacy import LegacyDrain
 from scout_tasks.lifecycle_queues import LifecycleQueues, declare_queues
+from scout_tasks.reconnect import ReconnectingConsumer
 from scout_tasks.recorder import (
     MAX_REASON,
     Delivery,
@@ -85,13 +84,12 @@ BATCH_BYTES = 16 * 1024 * 1024
 # never later than LINGER seconds after its first message (a steady trickle).
 IDLE = 0.002
 LINGER = 0.05
-# Backoff while the database is unavailable, and between broker reconnects, in seconds.
+# Backoff while the database is unavailable, and between broker reconnects
+# (after the quick ones, :mod:`scout_tasks.reconnect`), in seconds.
 RETRY_FIRST_DELAY = 1.0
 RETRY_MAX_DELAY = 30.0
 # Failed attempts of one held message, while the database answers, before it is blamed.
 ATTEMPTS_BEFORE_BLAME = 3
-# A connection that lived this long was healthy: the reconnect backoff starts over.
-HEALTHY_SESSION = 60.0
 
 
 @dataclass(slots=True)
@@ -103,7 +101,7 @@ class _Held:
     attempts: int
 
 
-class LifecycleConsumer(ConsumerMixin):
+class LifecycleConsumer(ReconnectingConsumer):
     """Consumes the lifecycle queue on ``connection`` (a template: each session clones it).
 
     :meth:`run` blocks until :meth:`stop`; the counters say what it did, for
@@ -157,32 +155,10 @@ class LifecycleConsumer(ConsumerMixin):
 
     # --- running ------------------------------------------------------------------
 
-    def stop(self) -> None:
-        self.should_stop = True
-        self._wake.set()
-
     def run(self, _tokens: int = 1, **kwargs: Any) -> None:
-        """Consume until :meth:`stop`, reconnecting with a growing delay; never raises."""
+        """Consume until :meth:`stop`, reconnecting (:mod:`scout_tasks.reconnect`); never raises."""
         try:
-            failures = 0
-            while not self.should_stop:
-                started = time.monotonic()
-                try:
-                    self._consume_session()
-                except Exception as exc:  # noqa: BLE001 - a lost connection, or anything: never die
-                    if self.should_stop:
-                        break
-                    if time.monotonic() - started > HEALTHY_SESSION:
-                        failures = 0
-                    failures += 1
-                    delay = self._backoff(failures)
-                    log.warning(
-                        "lifecycle consumer lost its broker connection, reconnecting in %.1fs: %r",
-                        delay,
-                        exc,
-                        extra={"action": "lifecycle.reconnect", "delay": delay},
-                    )
-                    self._wake.wait(delay)
+            self._run_sessions()
         finally:
             self._db.close()
         log.info("lifecycle consumer stopped", extra={"action": "lifecycle.stop"})
@@ -217,14 +193,6 @@ class LifecycleConsumer(ConsumerMixin):
     def _backoff(self, failures: int) -> float:
         return float(min(self.max_delay, self.first_delay * 2 ** (failures - 1)))
 
-    @contextlib.contextmanager
-    def establish_connection(self) -> Iterator[kombu.Connection]:
-        # One attempt: run() owns the backoff, and can be stopped while it waits.
-        with self.create_connection() as conn:
-            # max_retries=0: no retry (and no 2 s sleep) inside kombu.
-            conn.ensure_connection(max_retries=0)
-            yield conn
-
     def get_consumers(self, _consumer: Any, channel: Any) -> list[Consumer]:
         main = declare_queues(channel, self.exchange, self.names)
         # The broker returned whatever the previous connection held or had not recorded.
@@ -249,6 +217,7 @@ class LifecycleConsumer(ConsumerMixin):
     ) -> None:
         self._session = connection
         self.sessions += 1
+        self._consuming()
         log.info(
             "consuming lifecycle events from %s",
             self.names.queue,

@@ -5,7 +5,7 @@ Delivery is at least once, in no guaranteed order, so:
 - the database says "once": each event's ``event_id`` goes into the ledger
   (``scout_run_events``) in the same transaction as the run updates, and an
   id already there means the event changes nothing;
-- the run updates (``runs.mark_runs_*``) are written so that any order ends
+- the run updates (``run_updates.mark_runs_*``) are written so that any order ends
   in the right state, and a terminal run never changes;
 - a batch is one transaction: the ledger insert, the batch's runs locked in
   id order, one statement per event kind (:mod:`scout_tasks.event_batch`
@@ -32,7 +32,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from scout_tasks import counters, run_events, runs
+from scout_tasks import counters, run_events, run_updates
 from scout_tasks.db import translate_db_error
 from scout_tasks.errors import (
     ConstraintViolation,
@@ -99,14 +99,15 @@ def apply_events(conn: Connection, events: Sequence[LifecycleEvent]) -> list[Out
     fresh = first_occurrences(events)
     new_ids = run_events.record_run_events(conn, fresh)
     run_ids = {e.run_id for e in fresh if e.event_id in new_ids}
-    statuses = runs.lock_runs(conn, sorted(run_ids, key=lambda r: r.int))
+    statuses = run_updates.lock_runs(conn, sorted(run_ids, key=lambda r: r.int))
     plan = plan_batch(events, new_ids, statuses)
-    runs.mark_runs_started(conn, plan.started)
-    runs.record_runs_progress(
-        conn, [runs.RunProgress(e.run_id, e.as_metrics(), e.timestamp) for e in plan.progress]
+    run_updates.mark_runs_started(conn, plan.started)
+    run_updates.record_runs_progress(
+        conn,
+        [run_updates.RunProgress(e.run_id, e.as_metrics(), e.timestamp) for e in plan.progress],
     )
-    runs.mark_runs_completed(conn, [(e.run_id, e.counters()) for e in plan.completed])
-    runs.mark_runs_failed(conn, [(e.run_id, e.error_message, e.stage) for e in plan.failed])
+    run_updates.mark_runs_completed(conn, [(e.run_id, e.counters()) for e in plan.completed])
+    run_updates.mark_runs_failed(conn, [(e.run_id, e.error_message, e.stage) for e in plan.failed])
     # The batch's outcome is known here: the runs it ended are counted in its
     # transaction (scout_tasks.counters), so the count commits or rolls back with it.
     finished = [status for status, n in plan.finished.items() for _ in range(n)]

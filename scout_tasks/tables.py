@@ -167,6 +167,8 @@ runs = Table(
     UniqueConstraint("schedule_id", "scheduled_for"),
     CheckConstraint(_one_of("status", RUN_STATUSES), name="status"),
     CheckConstraint(_one_of("trigger_type", TRIGGER_TYPES), name="trigger_type"),
+    # The lifecycle merges into metrics with || and jsonb_set: an object or nothing.
+    CheckConstraint("metrics IS NULL OR jsonb_typeof(metrics) = 'object'", name="metrics_object"),
     *(
         _in_python_range(c)
         for c in ("scheduled_for", "created_at", "started_at", "completed_at", "updated_at")

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 
 import kombu
 import pytest
@@ -37,7 +38,12 @@ from scout_tasks.deliveries import (
     raw_body,
 )
 from scout_tasks.inbound import MAX_BODY_BYTES
-from scout_tasks.lifecycle import ATTEMPTS_BEFORE_BLAME, LifecycleConsumer
+from scout_tasks.lifecycle import (
+    ATTEMPTS_BEFORE_BLAME,
+    RETRY_FIRST_DELAY,
+    RETRY_MAX_DELAY,
+    LifecycleConsumer,
+)
 from scout_tasks.lifecycle_queues import DELIVERY_LIMIT, LifecycleQueues
 from scout_tasks.lifecycle_step import LifecycleStep
 from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage
@@ -725,6 +731,56 @@ def test_the_consumer_reconnects_with_backoff_and_loses_nothing(
     finally:
         harness.close()
         proxy.close()
+
+
+def test_a_frame_the_consumer_cannot_decode_costs_seconds_not_minutes(
+    engine: Engine,
+    broker_url: str,
+    exchange_name: str,
+    publisher: ConfirmingPublisher,
+    lifecycle_logs: pytest.LogCaptureFixture,
+) -> None:
+    # The production delays: the fault was the backoff climbing 1, 2, 4, 8, 16 s
+    # while the broker redelivered one message py-amqp cannot decode.
+    harness = Harness(broker_url, exchange_name, engine, start=False)
+    consumer = LifecycleConsumer(
+        kombu.Connection(broker_url),
+        exchange=exchange_name,
+        names=harness.names,
+        engine=lambda: engine,
+        first_delay=RETRY_FIRST_DELAY,
+        max_delay=RETRY_MAX_DELAY,
+    )
+    harness.consumer = consumer
+    harness.thread = threading.Thread(target=consumer.run, daemon=True)
+    harness.thread.start()
+    try:
+        wait_until(lambda: consumer.sessions >= 1, "ready")
+        run_id = new_run(engine)
+        # A timestamp header beyond what a datetime holds: the consumer's
+        # py-amqp raises OSError(EOVERFLOW) decoding the frame, every delivery.
+        with mock.patch("amqp.serialization.calendar.timegm", return_value=2**63 - 1):
+            publish_raw(
+                broker_url,
+                exchange_name,
+                "scout.started",
+                b"{}",
+                headers={"when": datetime(2026, 1, 1)},
+                message_id="poison",
+            )
+        started = time.monotonic()
+        publish(publisher, event("scout.started", run_id, source="stratninja"))
+
+        wait_until(lambda: get_run(engine, run_id)["status"] == "running", "the valid event", 10.0)
+        assert time.monotonic() - started < 10.0
+        wait_until(lambda: harness.depth(harness.dead_queue) == 1, "poison dead-lettered", 10.0)
+        assert harness.depth(harness.queue) == 0
+        assert consumer.sessions >= DELIVERY_LIMIT
+        assert any(
+            getattr(r, "reason", "").startswith("undecodable frame") for r in lifecycle_logs.records
+        )
+    finally:
+        harness.close()
 
 
 def test_a_queue_deleted_under_the_consumer_is_declared_again(

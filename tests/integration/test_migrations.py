@@ -467,3 +467,34 @@ def test_every_schedule_column_is_tracked_by_the_history_or_is_bookkeeping(engin
     assert untracked == []
     for column in SCHEDULE_BOOKKEEPING:
         assert f"old.{column} " not in definition.lower()
+
+
+def test_upgrade_keeps_a_non_object_run_metrics_under_value(empty_url: str) -> None:
+    migrate.upgrade(empty_url, "0005")
+    engine = _engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    """
+                    INSERT INTO scout_runs (trigger_type, source, max_strategies, metrics)
+                    VALUES ('manual', 'array', 1, '[1, 2, 3]'), ('manual', 'str', 1, '"s"'),
+                           ('manual', 'null', 1, 'null'), ('manual', 'none', 1, NULL),
+                           ('manual', 'object', 1, '{"a": 1}')
+                    """
+                )
+            )
+
+        migrate.upgrade(empty_url)
+
+        with engine.connect() as conn:
+            found = dict(conn.execute(text("SELECT source, metrics FROM scout_runs")).all())
+    finally:
+        engine.dispose()
+    assert found == {
+        "array": {"value": [1, 2, 3]},
+        "str": {"value": "s"},
+        "null": None,
+        "none": None,
+        "object": {"a": 1},
+    }
