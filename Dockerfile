@@ -6,10 +6,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1
 
 WORKDIR /app
-COPY pyproject.toml README.md alembic.ini celeryconfig.py ./
+COPY pyproject.toml README.md LICENSE alembic.ini celeryconfig.py ./
 COPY scout_tasks ./scout_tasks
 COPY migrations ./migrations
-RUN pip install . && useradd --create-home --uid 1000 scout
+# The flower extra: docker-compose.yml runs Flower from this image too.
+RUN pip install '.[flower]' && useradd --create-home --uid 1000 scout
 USER scout
 
 CMD ["scout-tasks", "--help"]

@@ -14,6 +14,7 @@ from celery import Celery
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
+    celeryd_init,
     worker_process_init,
     worker_process_shutdown,
 )
@@ -81,6 +82,14 @@ def _log_context(logger: Any = None, **_: Any) -> None:
     from scout_tasks import logs
 
     logs.install(logger)
+
+
+@celeryd_init.connect
+def _early_log_format(**_: Any) -> None:
+    # The worker warns before Celery's logging exists; in JSON mode those lines are JSON too.
+    from scout_tasks import logs
+
+    logs.install_early()
 
 
 @worker_process_init.connect

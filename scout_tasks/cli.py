@@ -515,7 +515,16 @@ def api(host: str, port: int) -> None:
     import uvicorn
 
     get_settings()
-    uvicorn.run("scout_tasks.api:create_app", factory=True, host=host, port=port, log_level="info")
+    from scout_tasks import logs
+
+    uvicorn.run(
+        "scout_tasks.api:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="info",
+        log_config=logs.uvicorn_log_config(),
+    )
 
 
 @cli.command("dev")

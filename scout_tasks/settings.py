@@ -15,6 +15,7 @@ import functools
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,8 @@ class Settings(BaseSettings):
     fire_batch_size: int = Field(default=1000, ge=1, le=10000)
     run_pending_timeout: float = Field(default=3600.0, gt=0)
     run_timeout: float = Field(default=6 * 3600.0, gt=0)
+    # `json`: every log line of beat, worker and API is one JSON object (scout_tasks.logs).
+    log_format: Literal["human", "json"] = "human"
 
     @field_validator("database_url", "broker_url", mode="before")
     @classmethod

@@ -150,8 +150,9 @@ CRON: Final[list[Bad]] = [
     _cron("four fields", "* * * *"),
     _cron("six fields (seconds)", "0 0 0 * * *"),
     _cron("seven fields (year)", "0 0 12 * * * 2030"),
-    _cron("@daily", "@daily"),
     _cron("@reboot", "@reboot"),
+    _cron("@DAILY (Debian nicknames are lowercase)", "@DAILY"),
+    _cron("nickname with fields", "@daily * * * *"),
     _cron("words", "every day at noon"),
     # out of range
     _cron("minute 60", "60 * * * *"),
@@ -168,6 +169,7 @@ CRON: Final[list[Bad]] = [
     _cron("30 February", "0 0 30 2 *"),
     _cron("31 April", "0 0 31 4 *"),
     _cron("31 June, September, November", "0 0 31 6,9,11 *"),
+    _cron("31 April as a one-value range with a step", "0 0 31 4-4/1 *"),
     # syntax Debian cron does not have
     _cron("L", "0 0 L * *"),
     _cron("LW", "0 0 LW * *"),
@@ -180,6 +182,7 @@ CRON: Final[list[Bad]] = [
     _cron("*/0", "*/0 * * * *"),
     _cron("negative step", "*/-5 * * * *"),
     _cron("step without a base", "/5 * * * *"),
+    _cron("step without a range (Debian refuses 5/10)", "5/10 * * * *"),
     _cron("empty step", "*/ * * * *"),
     _cron("fractional", "1.5 * * * *"),
     _cron("reversed range 5-1", "5-1 * * * *"),

@@ -477,6 +477,215 @@ def test_next_times_needs_at_least_one() -> None:
     assert info.value.field == "n"
 
 
+# --- Debian's rules where cronsim departs ---------------------------------------------
+#
+# Each expectation follows Debian cron 3.0pl1-162 (bookworm), entry.c: get_range()
+# sets every value from a range's start to its end by the step (a one-value range
+# with a step is that value); load_entry() maps each nickname to fixed bits, with
+# HR_STAR for @hourly only. cronsim 2.8 reads "a-a/s" as "from a to the end".
+# Written by hand from those rules, not computed by cronsim.
+
+# 2024-03-04 is a Monday.
+MONDAY = "2024-03-04T00:00:00+00:00"
+DEBIAN_UTC = [
+    # cronsim: 04:00, 05:00, 06:00 ...
+    ("0 4-4/1 * * *", ["2024-03-04T04:00:00+00:00", "2024-03-05T04:00:00+00:00",
+                       "2024-03-06T04:00:00+00:00"]),
+    ("0 4-4/7 * * *", ["2024-03-04T04:00:00+00:00", "2024-03-05T04:00:00+00:00"]),
+    ("1-5/2 0 * * *", ["2024-03-04T00:01:00+00:00", "2024-03-04T00:03:00+00:00",
+                       "2024-03-04T00:05:00+00:00", "2024-03-05T00:01:00+00:00"]),
+    # Step past the range's end: the start alone.
+    ("10-12/5 0 * * *", ["2024-03-04T00:10:00+00:00", "2024-03-05T00:10:00+00:00"]),
+    # Names with a step: MON, WED, FRI.
+    ("0 0 * * MON-FRI/2", ["2024-03-06T00:00:00+00:00", "2024-03-08T00:00:00+00:00",
+                           "2024-03-11T00:00:00+00:00", "2024-03-13T00:00:00+00:00"]),
+    ("0 0 * * mon-mon/3", ["2024-03-11T00:00:00+00:00", "2024-03-18T00:00:00+00:00"]),
+    # 7 is Sunday too: FRI and SUN.
+    ("30 12 * * 5-7/2", ["2024-03-08T12:30:00+00:00", "2024-03-10T12:30:00+00:00",
+                         "2024-03-15T12:30:00+00:00"]),
+    ("0 0 * * 0-7/7", ["2024-03-10T00:00:00+00:00", "2024-03-17T00:00:00+00:00"]),
+    # cronsim: the 4th to the 31st of every month.
+    ("0 0 4-4/1 * *", ["2024-04-04T00:00:00+00:00", "2024-05-04T00:00:00+00:00"]),
+    # cronsim: February to December.
+    ("0 0 1 FEB-FEB/5 *", ["2025-02-01T00:00:00+00:00", "2026-02-01T00:00:00+00:00"]),
+    ("0 0 */10 * *", ["2024-03-11T00:00:00+00:00", "2024-03-21T00:00:00+00:00",
+                      "2024-03-31T00:00:00+00:00", "2024-04-01T00:00:00+00:00"]),
+    ("0 0 1-31/15 * *", ["2024-03-16T00:00:00+00:00", "2024-03-31T00:00:00+00:00",
+                         "2024-04-01T00:00:00+00:00"]),
+    ("*/100 * * * *", ["2024-03-04T01:00:00+00:00", "2024-03-04T02:00:00+00:00"]),
+    # OR (neither day field starts with "*"): the 13th, or a Friday. cronsim
+    # would add the 18th, 23rd and 28th.
+    ("0 0 13-13/5 * FRI", ["2024-03-08T00:00:00+00:00", "2024-03-13T00:00:00+00:00",
+                           "2024-03-15T00:00:00+00:00", "2024-03-22T00:00:00+00:00",
+                           "2024-03-29T00:00:00+00:00"]),
+    # Nicknames.
+    ("@yearly", ["2025-01-01T00:00:00+00:00", "2026-01-01T00:00:00+00:00"]),
+    ("@annually", ["2025-01-01T00:00:00+00:00"]),
+    ("@monthly", ["2024-04-01T00:00:00+00:00", "2024-05-01T00:00:00+00:00"]),
+    ("@weekly", ["2024-03-10T00:00:00+00:00", "2024-03-17T00:00:00+00:00"]),
+    ("@daily", ["2024-03-05T00:00:00+00:00", "2024-03-06T00:00:00+00:00"]),
+    ("@midnight", ["2024-03-05T00:00:00+00:00"]),
+    ("@hourly", ["2024-03-04T01:00:00+00:00", "2024-03-04T02:00:00+00:00"]),
+    (" \t@hourly\n", ["2024-03-04T01:00:00+00:00"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("expr", "expected"), DEBIAN_UTC)
+def test_debian_ranges_steps_and_nicknames(expr: str, expected: list[str]) -> None:
+    assert fires(expr, "UTC", at(MONDAY), len(expected)) == expected
+
+
+# Nicknames across DST nights: @hourly is a wildcard job (Debian sets HR_STAR),
+# so it fires in both passes of a repeated hour; the others are fixed-time jobs.
+# New York and Riga: see the tables above. A one-value range with a step is a
+# fixed-time job as well: it does not start with "*".
+NICKNAMES_NEW_YORK = [
+    ("@daily", "2024-03-09T12:00:00-05:00",
+     ["2024-03-10T00:00:00-05:00", "2024-03-11T00:00:00-04:00"]),
+    ("@daily", "2024-11-02T12:00:00-04:00",
+     ["2024-11-03T00:00:00-04:00", "2024-11-04T00:00:00-05:00"]),
+    ("@hourly", "2024-03-10T00:30:00-05:00",
+     ["2024-03-10T01:00:00-05:00", "2024-03-10T03:00:00-04:00", "2024-03-10T04:00:00-04:00"]),
+    ("@hourly", "2024-11-03T00:30:00-04:00",
+     ["2024-11-03T01:00:00-04:00", "2024-11-03T01:00:00-05:00", "2024-11-03T02:00:00-05:00"]),
+    ("@weekly", "2024-11-01T12:00:00-04:00",
+     ["2024-11-03T00:00:00-04:00", "2024-11-10T00:00:00-05:00"]),
+    ("@monthly", "2024-10-15T12:00:00-04:00",
+     ["2024-11-01T00:00:00-04:00", "2024-12-01T00:00:00-05:00"]),
+    ("@yearly", "2024-06-01T00:00:00-04:00", ["2025-01-01T00:00:00-05:00"]),
+    # 01:00 once on the fall-back night (cronsim alone: every hour from 01:00).
+    ("0 1-1/1 * * *", "2024-11-02T12:00:00-04:00",
+     ["2024-11-03T01:00:00-04:00", "2024-11-04T01:00:00-05:00"]),
+    # 02:30 does not exist on 2024-03-10: the first instant after the gap, once.
+    ("30 2-2/5 * * *", "2024-03-09T12:00:00-05:00",
+     ["2024-03-10T03:00:00-04:00", "2024-03-11T02:30:00-04:00"]),
+]  # fmt: skip
+
+NICKNAMES_RIGA = [
+    # 2024-03-31 is a Sunday.
+    ("@weekly", "2024-03-30T12:00:00+02:00",
+     ["2024-03-31T00:00:00+02:00", "2024-04-07T00:00:00+03:00"]),
+    ("@daily", "2024-10-26T12:00:00+03:00",
+     ["2024-10-27T00:00:00+03:00", "2024-10-28T00:00:00+02:00"]),
+    ("@midnight", "2024-03-30T12:00:00+02:00",
+     ["2024-03-31T00:00:00+02:00", "2024-04-01T00:00:00+03:00"]),
+    ("@hourly", "2024-03-31T01:30:00+02:00",
+     ["2024-03-31T02:00:00+02:00", "2024-03-31T04:00:00+03:00", "2024-03-31T05:00:00+03:00"]),
+    ("@hourly", "2024-10-27T02:30:00+03:00",
+     ["2024-10-27T03:00:00+03:00", "2024-10-27T03:00:00+02:00", "2024-10-27T04:00:00+02:00"]),
+    ("@monthly", "2024-03-15T12:00:00+02:00", ["2024-04-01T00:00:00+03:00"]),
+    ("@annually", "2024-06-01T00:00:00+03:00", ["2025-01-01T00:00:00+02:00"]),
+    ("0 3-3/1 * * *", "2024-03-30T12:00:00+02:00",
+     ["2024-03-31T04:00:00+03:00", "2024-04-01T03:00:00+03:00"]),
+    ("0 3-3/1 * * *", "2024-10-26T12:00:00+03:00",
+     ["2024-10-27T03:00:00+03:00", "2024-10-28T03:00:00+02:00"]),
+]  # fmt: skip
+
+# America/Havana moves its clocks at midnight. On 2024-03-10 at 00:00 CST (-05:00)
+# clocks jump to 01:00 CDT (-04:00): midnight does not exist. On 2024-11-03 at
+# 01:00 CDT clocks go back to 00:00 CST: midnight happens twice, at 04:00Z and 05:00Z.
+NICKNAMES_HAVANA = [
+    ("@daily", "2024-03-09T12:00:00-05:00",
+     ["2024-03-10T01:00:00-04:00", "2024-03-11T00:00:00-04:00"]),
+    ("@daily", "2024-11-02T12:00:00-04:00",
+     ["2024-11-03T00:00:00-04:00", "2024-11-04T00:00:00-05:00"]),
+    ("@hourly", "2024-03-09T23:30:00-05:00",
+     ["2024-03-10T01:00:00-04:00", "2024-03-10T02:00:00-04:00"]),
+    ("@hourly", "2024-11-02T23:30:00-04:00",
+     ["2024-11-03T00:00:00-04:00", "2024-11-03T00:00:00-05:00", "2024-11-03T01:00:00-05:00"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("zone", "expr", "after", "expected"),
+    [("America/New_York", *row) for row in NICKNAMES_NEW_YORK]
+    + [("Europe/Riga", *row) for row in NICKNAMES_RIGA]
+    + [("America/Havana", *row) for row in NICKNAMES_HAVANA],
+)
+def test_nicknames_and_single_value_steps_across_dst(
+    zone: str, expr: str, after: str, expected: list[str]
+) -> None:
+    assert fires(expr, zone, at(after), len(expected)) == expected
+
+
+@pytest.mark.parametrize(
+    ("nickname", "fields"),
+    [
+        ("@yearly", "0 0 1 1 *"),
+        ("@annually", "0 0 1 1 *"),
+        ("@monthly", "0 0 1 * *"),
+        ("@weekly", "0 0 * * 0"),
+        ("@daily", "0 0 * * *"),
+        ("@midnight", "0 0 * * *"),
+        ("@hourly", "0 * * * *"),
+        (" @daily ", "0 0 * * *"),
+        ("0 9 * * mon-fri", "0 9 * * MON-FRI"),
+    ],
+)
+def test_expand(nickname: str, fields: str) -> None:
+    assert cron.expand(nickname) == fields
+
+
+def test_reboot_says_why() -> None:
+    with pytest.raises(InvalidCronExpression) as info:
+        cron.validate_expression("@reboot")
+    assert info.value.field == "cron_expression"
+    assert "@reboot means nothing to a scheduler" in str(info.value)
+
+
+def test_uppercase_nickname_suggests_the_lowercase_one() -> None:
+    with pytest.raises(InvalidCronExpression, match=r"nicknames are lowercase.*@daily"):
+        cron.validate_expression("@DAILY")
+
+
+# --- the end of the calendar ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expr", "zone", "after"),
+    [
+        ("0 0 * * *", "UTC", "9999-12-31T12:00:00+00:00"),
+        ("@yearly", "Europe/Riga", "9999-06-01T00:00:00+00:00"),
+        ("0 0 29 2 *", "UTC", "9997-03-01T00:00:00+00:00"),
+        # Kiritimati is 14 hours ahead: its local time overflows before UTC does.
+        ("* * * * *", "Pacific/Kiritimati", "9999-12-31T23:59:00+00:00"),
+        # An offset that puts the instant past the end of the calendar.
+        ("* * * * *", "UTC", "9999-12-31T23:59:00-05:00"),
+    ],
+)
+def test_no_fire_time_before_year_10000_is_a_clear_error(expr: str, zone: str, after: str) -> None:
+    with pytest.raises(cron.NoFireTime) as info:
+        cron.next_after(expr, zone, at(after))
+    assert isinstance(info.value, InvalidCronExpression)
+    assert "the calendar ends in 9999" in str(info.value)
+    assert cron.next_times(expr, zone, at(after), 3) == []
+
+
+def test_last_fire_times_of_the_calendar() -> None:
+    # New York is behind UTC: its last midnight is 05:00Z on 9999-12-31.
+    assert fires("0 0 * * *", "America/New_York", at("9999-12-30T12:00:00+00:00"), 5) == [
+        "9999-12-31T00:00:00-05:00"
+    ]
+    assert fires("59 23 31 12 *", "UTC", at("9999-12-31T00:00:00+00:00"), 2) == [
+        "9999-12-31T23:59:00+00:00"
+    ]
+
+
+def test_latest_at_or_before_near_the_end_of_the_calendar() -> None:
+    result = cron.latest_at_or_before(
+        "0 0 1 1 *", "Europe/Riga", at("9999-12-31T12:00:00+00:00"), at("9999-06-01T00:00:00+00:00")
+    )
+    assert result.isoformat() == "9999-06-01T00:00:00+00:00"
+
+
+def test_the_start_of_the_calendar_does_not_overflow() -> None:
+    # An offset that puts the instant before year 1 means "from the start".
+    assert fires("0 0 * * *", "UTC", at("0001-01-01T00:00:00+05:00"), 1) == [
+        "0001-01-02T00:00:00+00:00"
+    ]
+    assert cron.next_after("0 12 * * *", "America/New_York", at("0001-01-01T01:00:00+00:00"))
+
+
 # --- latest_at_or_before -------------------------------------------------------------
 
 LATEST = [
@@ -524,15 +733,42 @@ REFUSED = [
     ("0 0 * *", "expected 5 fields"),
     ("0 0 * * * *", "expected 5 fields"),
     ("*", "expected 5 fields"),
-    ("@daily", "expected 5 fields"),
-    ("@reboot", "expected 5 fields"),
+    ("@reboot", "means nothing to a scheduler"),
+    ("@REBOOT", "means nothing to a scheduler"),
+    # Debian compares nicknames with strcmp: lowercase only.
+    ("@DAILY", "nicknames are lowercase"),
+    ("@Hourly", "nicknames are lowercase"),
+    ("@fortnightly", "unknown nickname"),
+    ("@", "unknown nickname"),
+    ("@ daily", "unknown nickname"),
+    ("@daily 5", "stands alone"),
+    ("@daily * * * *", "stands alone"),
+    ("0 @daily", "expected 5 fields"),
     ("", "empty"),
     ("   ", "empty"),
     ("0 0 30 2 *", "never fire"),
     ("0 0 31 4,6,9,11 *", "never fire"),
     ("60 * * * *", "minute"),
     ("0-60 * * * *", "minute"),
-    ("5-1 * * * *", "minute"),
+    ("5-1 * * * *", "runs backwards"),
+    ("0 0 * * 5-1", "runs backwards"),
+    ("0 0 * * FRI-MON/2", "runs backwards"),
+    # Debian refuses a step without a range (cronsim reads 5/10 as 5-59/10).
+    ("5/10 * * * *", "a step needs a range"),
+    ("0 0 * * MON/2", "a step needs a range"),
+    ("0 4/1 * * *", "hour"),
+    ("0 0 31 4-4/1 *", "can never fire: no day 31 in APR"),
+    ("0 0 31 APR-APR/3 *", "can never fire"),
+    ("0 0 30-31 2 *", "can never fire: no day 30 in FEB"),
+    ("0 0 31 2-6/2 *", "can never fire: no day 31 in FEB, APR, JUN"),
+    ("0-60/5 * * * *", "60 is outside 0-59"),
+    ("*/-1 * * * *", "minute"),
+    ("*/\u00b2 * * * *", "minute"),
+    ("\u0661 * * * *", "minute"),
+    ("1,,2 * * * *", "minute"),
+    ("1, * * * *", "minute"),
+    ("*-5 * * * *", "minute"),
+    ("99999999999999999999 * * * *", "minute"),
     ("-1 * * * *", "minute"),
     ("0 24 * * *", "hour"),
     ("0 0 0 * *", "day-of-month"),
@@ -582,6 +818,18 @@ def test_an_expression_that_never_fires_says_so() -> None:
         # OR with a day-of-week: fires on the Mondays of February.
         ("0 0 30 2 MON", "0 0 30 2 MON"),
         ("0 0 29 2 *", "0 0 29 2 *"),
+        # A range with a step is stored as written; only its meaning follows Debian.
+        ("0 4-4/1 * * *", "0 4-4/1 * * *"),
+        ("0 0 * * mon-fri/2", "0 0 * * MON-FRI/2"),
+        # Nicknames are kept as the user wrote them, without surrounding blanks.
+        ("@daily", "@daily"),
+        ("  @hourly\t", "@hourly"),
+        ("\n@weekly\n", "@weekly"),
+        ("@midnight", "@midnight"),
+        ("@annually", "@annually"),
+        # Debian: a step past the field's span sets the start alone.
+        ("*/100 * * * *", "*/100 * * * *"),
+        ("0 0 * * 0-7/7", "0 0 * * 0-7/7"),
     ],
 )
 def test_validate_expression_accepts_and_normalises(expr: str, normalised: str) -> None:

@@ -1,9 +1,15 @@
-"""cron.next_after agrees with cronsim, the contract's definition of cron semantics."""
+"""cron.next_after agrees with Debian cron's rules.
+
+Two oracles: cronsim (whose DST handling is the contract's) for every zone, on
+expressions where cronsim reads the fields as Debian does; and, in UTC, a
+search written here from Debian's entry.c for any expression, including the
+one-value ranges with a step that cronsim reads as "from there to the end".
+"""
 
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim
@@ -27,7 +33,13 @@ DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
 
 
 @st.composite
-def field(draw: st.DrawFn, low: int, high: int, names: list[str] | None = None) -> str:
+def field(
+    draw: st.DrawFn,
+    low: int,
+    high: int,
+    names: list[str] | None = None,
+    single_value_steps: bool = True,
+) -> str:
     """One cron field over [low, high]: a star, a value, a range, steps, or a list."""
 
     def value(draw: st.DrawFn, lo: int = low) -> tuple[int, str]:
@@ -43,7 +55,11 @@ def field(draw: st.DrawFn, low: int, high: int, names: list[str] | None = None) 
         if kind == "star-step":
             return f"*/{draw(st.integers(1, high - low + 1))}"
         start, start_text = value(draw)
-        _, end_text = value(draw, start)
+        if kind == "range-step" and not single_value_steps and start == high:
+            return start_text
+        # cronsim reads a one-value range with a step (4-4/1) as "from 4 on".
+        lowest_end = start if single_value_steps or kind == "range" else start + 1
+        _, end_text = value(draw, lowest_end)
         if kind == "range":
             return f"{start_text}-{end_text}"
         return f"{start_text}-{end_text}/{draw(st.integers(1, high - low + 1))}"
@@ -54,14 +70,14 @@ def field(draw: st.DrawFn, low: int, high: int, names: list[str] | None = None) 
 
 
 @st.composite
-def expressions(draw: st.DrawFn) -> str:
-    minute = draw(field(0, 59))
-    hour = draw(field(0, 23))
+def expressions(draw: st.DrawFn, single_value_steps: bool = True) -> str:
+    minute = draw(field(0, 59, single_value_steps=single_value_steps))
+    hour = draw(field(0, 23, single_value_steps=single_value_steps))
     # Days 1..28 exist in every month, so no combination can never fire.
-    dom = draw(field(1, 28))
-    month = draw(field(1, 12, MONTHS))
+    dom = draw(field(1, 28, single_value_steps=single_value_steps))
+    month = draw(field(1, 12, MONTHS, single_value_steps=single_value_steps))
     # 0..7: both 0 and 7 are Sunday (only 0 has the name SUN).
-    dow = draw(field(0, 7, DAYS))
+    dow = draw(field(0, 7, DAYS, single_value_steps=single_value_steps))
     return f"{minute} {hour} {dom} {month} {dow}"
 
 
@@ -80,7 +96,7 @@ def cronsim_next(expr: str, zone: str, after: datetime) -> datetime:
 
 
 @settings(max_examples=300, deadline=None, database=None)
-@given(expr=expressions(), zone=st.sampled_from(ZONES), after=instants)
+@given(expr=expressions(single_value_steps=False), zone=st.sampled_from(ZONES), after=instants)
 def test_next_after_matches_cronsim(expr: str, zone: str, after: datetime) -> None:
     cron.validate_expression(expr)
     result = cron.next_after(expr, zone, after)
@@ -99,3 +115,51 @@ def test_next_times_ascend_and_agree_with_next_after(expr: str, zone: str, after
     # Each answer's successor is the next one: the walk is consistent.
     for earlier, later in itertools.pairwise(utc):
         assert cron.next_after(expr, zone, earlier) == later
+
+
+# Debian's entry.c, get_range(): "*" is low-high; a-b/s sets a, a+s, ... up to b.
+BOUNDS = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
+NAMES = [{}, {}, {}, {m: i + 1 for i, m in enumerate(MONTHS)}, {d: i for i, d in enumerate(DAYS)}]
+
+
+def debian_values(index: int, text: str) -> set[int]:
+    low, high = BOUNDS[index]
+    values: set[int] = set()
+    for term in text.upper().split(","):
+        base, _, step = term.partition("/")
+        if base == "*":
+            start, end = low, high
+        else:
+            first, _, last = base.partition("-")
+            start = NAMES[index].get(first, None)
+            start = int(first) if start is None else start
+            end = NAMES[index].get(last, None) if last else start
+            end = int(last) if end is None else end
+        values.update(range(start, end + 1, int(step or 1)))
+    if index == 4 and values & {0, 7}:
+        values |= {0, 7}
+    return values
+
+
+def debian_next_utc(expr: str, after: datetime) -> datetime:
+    """The first minute after ``after`` whose UTC wall time matches, by Debian's rules."""
+    fields = expr.split()
+    minutes, hours, doms, months, dows = (debian_values(i, f) for i, f in enumerate(fields))
+    day_and = fields[2].startswith("*") or fields[4].startswith("*")
+    day = after.replace(hour=0, minute=0, second=0, microsecond=0)
+    while True:
+        dom_ok = day.day in doms
+        dow_ok = (day.isoweekday() % 7) in dows
+        if day.month in months and ((dom_ok and dow_ok) if day_and else (dom_ok or dow_ok)):
+            for hour in sorted(hours):
+                for minute in sorted(minutes):
+                    candidate = day.replace(hour=hour, minute=minute)
+                    if candidate > after:
+                        return candidate
+        day += timedelta(days=1)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(expr=expressions(), after=instants)
+def test_next_after_follows_debian_in_utc(expr: str, after: datetime) -> None:
+    assert cron.next_after(expr, "UTC", after) == debian_next_utc(expr, after)

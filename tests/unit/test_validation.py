@@ -112,7 +112,10 @@ def test_accepted_verbatim(field: str, value: Any) -> None:
         ("max_strategies", 10**30),
         ("cron_expression", "0 0 30 2 *"),
         ("cron_expression", "60 * * * *"),
-        ("cron_expression", "@daily"),
+        ("cron_expression", "@reboot"),
+        ("cron_expression", "@DAILY"),
+        ("cron_expression", "0 0 31 4-4/1 *"),
+        ("cron_expression", "5/10 * * * *"),
         ("cron_expression", ""),
         ("cron_expression", "0 0 * * *\x00"),
         ("cron_expression", 5),
@@ -142,6 +145,39 @@ def test_create_refuses_and_names_the_field(field: str, value: Any) -> None:
 def test_never_firing_expression_message_says_so() -> None:
     error = refused(ScheduleCreate, {**VALID, "cron_expression": "0 0 30 2 *"})
     assert "can never fire" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("expr", "problem"),
+    [
+        # A one-value range with a step is that value (Debian): April only.
+        ("0 0 31 4-4/1 *", "can never fire: no day 31 in APR"),
+        ("@reboot", "@reboot means nothing to a scheduler"),
+        ("@DAILY", "nicknames are lowercase"),
+    ],
+)
+def test_cron_refusals_name_the_problem(expr: str, problem: str) -> None:
+    for model, data in ((ScheduleCreate, {**VALID, "cron_expression": expr}),
+                        (ScheduleUpdate, {"cron_expression": expr})):  # fmt: skip
+        error = refused(model, data)
+        assert error.field == "cron_expression"
+        assert problem in str(error)
+
+
+@pytest.mark.parametrize(
+    ("written", "stored"),
+    [
+        ("@daily", "@daily"),
+        (" @hourly\n", "@hourly"),
+        ("@annually", "@annually"),
+        ("0 4-4/1 * * *", "0 4-4/1 * * *"),
+        ("0 0 * * mon-fri/2", "0 0 * * MON-FRI/2"),
+    ],
+)
+def test_nicknames_are_stored_as_written(written: str, stored: str) -> None:
+    assert create(cron_expression=written).cron_expression == stored
+    update = validation.parse(ScheduleUpdate, {"cron_expression": written})
+    assert update.changes() == {"cron_expression": stored}
 
 
 def test_blank_name_message() -> None:
@@ -205,6 +241,8 @@ def test_update_explicit_null_is_refused(field: str) -> None:
         ("max_strategies", 1.5),
         ("cron_expression", "0 0 30 2 *"),
         ("cron_expression", "5#2 * * * *"),
+        ("cron_expression", "@reboot"),
+        ("cron_expression", "0 0 31 4-4/1 *"),
         ("timezone", "Nowhere/Special"),
         ("enabled", "false"),
         ("misfire_policy", "sometimes"),

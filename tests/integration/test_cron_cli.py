@@ -1,0 +1,140 @@
+"""Debian's cron rules through the real ``scout-tasks`` console script (issue 10, point 4).
+
+Expectations are written by hand from Debian cron's rules (see tests/unit/test_cron.py).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import Engine
+
+from tests.integration.helpers import count, row, run_cli
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def cli(db_url: str, broker_url: str, exchange_name: str, tmp_path: Path) -> Cli:
+    env = {
+        "SCOUT_DATABASE_URL": db_url,
+        "SCOUT_BROKER_URL": broker_url,
+        "SCOUT_EXCHANGE": exchange_name,
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, env=env, cwd=tmp_path)
+
+    return run
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def _refused(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "cron" in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("expr", "zone", "after", "expected"),
+    [
+        # Midnight is not touched by New York's spring-forward night.
+        ("@daily", "America/New_York", "2024-03-09T17:00:00Z",
+         ["2024-03-10T00:00:00-05:00", "2024-03-11T00:00:00-04:00"]),
+        # @hourly is a wildcard job: both 01:00s of the fall-back night.
+        (" @hourly ", "America/New_York", "2024-11-03T04:30:00Z",
+         ["2024-11-03T01:00:00-04:00", "2024-11-03T01:00:00-05:00",
+          "2024-11-03T02:00:00-05:00"]),
+        ("@weekly", "Europe/Riga", "2024-03-30T10:00:00Z",
+         ["2024-03-31T00:00:00+02:00", "2024-04-07T00:00:00+03:00"]),
+        # A one-value range with a step: 04:00 only, not every hour from 04:00.
+        ("0 4-4/1 * * *", "UTC", "2024-03-04T00:00:00Z",
+         ["2024-03-04T04:00:00+00:00", "2024-03-05T04:00:00+00:00",
+          "2024-03-06T04:00:00+00:00"]),
+        ("0 0 * * MON-FRI/2", "UTC", "2024-03-04T00:00:00Z",
+         ["2024-03-06T00:00:00+00:00", "2024-03-08T00:00:00+00:00",
+          "2024-03-11T00:00:00+00:00"]),
+    ],
+)  # fmt: skip
+def test_cron_next(cli: Cli, expr: str, zone: str, after: str, expected: list[str]) -> None:
+    out = _ok(
+        cli("cron", "next", expr, "--timezone", zone, "--after", after, "-n", str(len(expected)))
+    )
+    assert out.splitlines() == expected
+
+
+@pytest.mark.parametrize(
+    ("expr", "problem"),
+    [
+        ("@reboot", "means nothing to a scheduler"),
+        ("@DAILY", "nicknames are lowercase"),
+        ("0 0 31 4-4/1 *", "can never fire"),
+        ("0 0 30 2 *", "can never fire"),
+        ("5/10 * * * *", "a step needs a range"),
+    ],
+)
+def test_cron_next_refusals(cli: Cli, expr: str, problem: str) -> None:
+    assert problem in _refused(cli("cron", "next", expr))
+
+
+def test_cron_next_at_the_end_of_the_calendar_prints_what_exists(cli: Cli) -> None:
+    # No fire time exists after the last midnight: nothing to print, and no traceback.
+    out = _ok(cli("cron", "next", "@daily", "--after", "9999-12-31T12:00:00Z", "-n", "3"))
+    assert out.strip() == ""
+    out = _ok(cli("cron", "next", "@hourly", "--after", "9999-12-31T21:30:00Z", "-n", "5"))
+    assert out.splitlines() == ["9999-12-31T22:00:00+00:00", "9999-12-31T23:00:00+00:00"]
+
+
+def _add(cli: Cli, name: str, expr: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return cli(
+        "schedules", "add", name, "--cron", expr, "--source", "stratninja",
+        "--max-strategies", "10", *extra,
+    )  # fmt: skip
+
+
+def test_schedules_add_keeps_the_nickname(cli: Cli, engine: Engine) -> None:
+    created = json.loads(_ok(_add(cli, "hourly", "@hourly", "--json")))
+    assert created["cron_expression"] == "@hourly"
+    next_run = datetime.fromisoformat(created["next_run_at"])
+    assert next_run > datetime.now(UTC)
+    assert (next_run.minute, next_run.second) == (0, 0)
+    assert row(engine, "SELECT cron_expression FROM scout_schedules WHERE name = 'hourly'") == {
+        "cron_expression": "@hourly"
+    }
+
+    riga = json.loads(_ok(_add(cli, "riga", "@daily", "--timezone", "Europe/Riga", "--json")))
+    local = datetime.fromisoformat(riga["next_run_at"]).astimezone(ZoneInfo("Europe/Riga"))
+    assert (local.hour, local.minute) == (0, 0)
+
+    listed = json.loads(_ok(cli("schedules", "list", "--json")))
+    assert sorted(s["cron_expression"] for s in listed) == ["@daily", "@hourly"]
+
+
+@pytest.mark.parametrize(
+    ("expr", "problem"),
+    [
+        ("@reboot", "means nothing to a scheduler"),
+        ("@DAILY", "nicknames are lowercase"),
+        ("0 0 31 4-4/1 *", "can never fire"),
+    ],
+)
+def test_schedules_add_refusals_write_nothing(
+    cli: Cli, engine: Engine, expr: str, problem: str
+) -> None:
+    line = _refused(_add(cli, "bad", expr))
+    assert problem in line
+    assert count(engine, "scout_schedules") == 0
