@@ -3,8 +3,8 @@
 The words come from the ``cron-descriptor`` package on a 24-hour clock
 (``0 9 * * MON-FRI`` reads "At 09:00, Monday through Friday"). Two inputs are
 first put into the form it reads the way Debian cron means them: nicknames
-(``@daily``) become their five fields, and a one-value range with a step
-(``4-4/1``, which Debian reads as 4 alone) becomes that value.
+(``@daily``) become their five fields (:func:`scout_tasks.cron.expand`), and a
+one-value range with a step (``4-4/1``, Debian's 4 alone) becomes that value.
 """
 
 from __future__ import annotations
@@ -23,16 +23,6 @@ from cron_descriptor.Exception import (
 
 from scout_tasks import cron
 
-# Debian's entry.c sets the same bits for a nickname as for these fields.
-_NICKNAMES: dict[str, str] = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
 _ONE_VALUE_RANGE = re.compile(r"\b(\w+)-\1/\d+\b")
 
 
@@ -46,15 +36,9 @@ def _options() -> Options:
 
 
 def _five_fields(expr: str) -> str:
-    text = " ".join(expr.split())
-    expand = getattr(cron, "expand", None)
-    if expand is not None:
-        try:
-            text = str(expand(text))
-        except ValueError:
-            pass
-    text = _NICKNAMES.get(text.lower(), text)
-    return " ".join(_ONE_VALUE_RANGE.sub(r"\1", field) for field in text.split(" "))
+    """The fields cron reads (validated, nicknames expanded), one-value ranges collapsed."""
+    fields = cron.expand(expr)
+    return " ".join(_ONE_VALUE_RANGE.sub(r"\1", field) for field in fields.split(" "))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -66,10 +50,9 @@ def describe(expr: str) -> str:
     description simply stays empty rather than failing the page.
     """
     try:
-        fields = _five_fields(expr)
         # Only what the scheduler accepts: the library would describe some
         # expressions cron refuses (``0 0 L * *``) as if they were fine.
-        cron.validate_expression(fields)
+        fields = _five_fields(expr)
         return str(ExpressionDescriptor(fields, _options()).get_description())
     except (FormatException, MissingFieldException, WrongArgumentException, ValueError):
         return ""

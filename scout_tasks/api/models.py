@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from scout_tasks.tables import RUN_STATUSES, TRIGGER_TYPES
 from scout_tasks.validation import MisfirePolicy, OverlapPolicy
@@ -55,6 +55,7 @@ class Schedule(BaseModel):
     overlap_policy: OverlapPolicy
     skipped_slots: int
     last_error: str | None
+    cron_description: str
 
 
 class Run(BaseModel):
@@ -85,6 +86,34 @@ class SchedulePage(BaseModel):
 
 class RunPage(BaseModel):
     items: list[Run]
+    total: int
+    page: int
+    page_size: int
+
+
+class RunNowBody(BaseModel):
+    """``POST /api/scout/schedules/{id}/run`` (the body is optional)."""
+
+    triggered_by: str | None = None
+
+
+class PauseBody(BaseModel):
+    """``POST /api/scout/schedules/{id}/pause``."""
+
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class Change(BaseModel):
+    """One change of a schedule: ``changes`` maps each field to ``[old, new]``."""
+
+    at: datetime
+    actor: str | None
+    action: str
+    changes: dict[str, list[Any]]
+
+
+class ChangePage(BaseModel):
+    items: list[Change]
     total: int
     page: int
     page_size: int
