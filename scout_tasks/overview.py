@@ -187,9 +187,7 @@ def run_page(engine: Engine, filters: runs.RunFilter, page: int, page_size: int)
     """A page of runs, newest first, with the names of their schedules."""
     with engine.connect() as conn:
         now = db_now(conn)
-        items, total = runs.list_runs(
-            conn, filters, limit=page_size, offset=(page - 1) * page_size
-        )
+        items, total = runs.list_runs(conn, filters, limit=page_size, offset=(page - 1) * page_size)
         ids = {r["schedule_id"] for r in items if r["schedule_id"] is not None}
         names = schedules.names_of(conn, ids)
     return RunPage(items=items, total=total, schedule_names=names, now=now)
@@ -209,6 +207,4 @@ def run_detail(engine: Engine, run_id: uuid.UUID) -> RunDetail:
         run = runs.get_run(conn, run_id)
         events = runs.events_of_runs(conn, [run_id])[run_id]
         names = schedules.names_of(conn, {run["schedule_id"]} if run["schedule_id"] else set())
-    return RunDetail(
-        run=run, events=events, schedule_name=names.get(run["schedule_id"]), now=now
-    )
+    return RunDetail(run=run, events=events, schedule_name=names.get(run["schedule_id"]), now=now)

@@ -403,3 +403,31 @@ def events_of_runs(
     for row in rows:
         found[row.run_id].append(_as_dict(row))
     return found
+
+
+def insert_schedule_manual_run(
+    conn: Connection,
+    *,
+    schedule_id: uuid.UUID,
+    source: str,
+    max_strategies: int,
+    triggered_by: str | None,
+) -> dict[str, Any]:
+    """A manual run of a schedule ("run now"): linked to it, but for no slot.
+
+    ``scheduled_for`` stays NULL, so it never takes a slot's place under
+    UNIQUE (schedule_id, scheduled_for).
+    """
+    row = conn.execute(
+        insert(runs)
+        .values(
+            trigger_type="manual",
+            triggered_by=triggered_by,
+            source=source,
+            max_strategies=max_strategies,
+            status="pending",
+            schedule_id=schedule_id,
+        )
+        .returning(*COLUMNS)
+    ).one()
+    return _as_dict(row)

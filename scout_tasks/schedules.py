@@ -415,3 +415,53 @@ def names_of(conn: Connection, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
         return {}
     rows = conn.execute(select(schedules.c.id, schedules.c.name).where(schedules.c.id.in_(ids)))
     return {row.id: row.name for row in rows}
+
+
+# --- operating a schedule: run now, pause, resume -----------------------------
+
+
+def record_manual_run(conn: Connection, schedule_id: uuid.UUID, run_id: uuid.UUID) -> None:
+    """Make a "run now" run the schedule's last run; its next slot is left as it was.
+
+    Bookkeeping only (last_run_*), so the change history records nothing.
+    """
+    conn.execute(
+        update(schedules)
+        .where(schedules.c.id == schedule_id)
+        .values(last_run_id=run_id, last_run_at=func.now())
+    )
+
+
+def pause_schedule(
+    conn: Connection, schedule_id: uuid.UUID, *, reason: str, paused_by: str | None
+) -> dict[str, Any]:
+    """Disable with a reason, stamped now and by ``paused_by`` (else the database's actor)."""
+    return update_schedule(
+        conn,
+        schedule_id,
+        {
+            "enabled": False,
+            "next_run_at": None,
+            "paused_reason": reason,
+            "paused_at": func.now(),
+            "paused_by": func.coalesce(paused_by, func.scout_actor()),
+        },
+    )
+
+
+def resume_schedule(
+    conn: Connection, schedule_id: uuid.UUID, next_run_at: datetime
+) -> dict[str, Any]:
+    """Enable, clear the pause, fire next at ``next_run_at``: paused slots are not caught up."""
+    return update_schedule(
+        conn,
+        schedule_id,
+        {
+            "enabled": True,
+            "next_run_at": next_run_at,
+            "last_error": None,
+            "paused_reason": None,
+            "paused_at": None,
+            "paused_by": None,
+        },
+    )

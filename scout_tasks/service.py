@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from scout_tasks import cron, outbox, runs, schedules
+from scout_tasks import cron, outbox, runs, schedules, validation
+from scout_tasks.changes import has_changes, list_changes, set_actor
 from scout_tasks.db import db_now
+from scout_tasks.errors import ScheduleNotFound
 from scout_tasks.events import CANCELLED, TRIGGER, CancelledEvent, TriggerEvent
 from scout_tasks.publisher import ConfirmingPublisher
 from scout_tasks.validation import ScheduleCreate, ScheduleUpdate, TriggerRequest, parse
@@ -25,11 +27,15 @@ from scout_tasks.validation import ScheduleCreate, ScheduleUpdate, TriggerReques
 log = logging.getLogger(__name__)
 
 
-def create_schedule(engine: Engine, data: dict[str, Any]) -> dict[str, Any]:
+def create_schedule(
+    engine: Engine, data: dict[str, Any], *, actor: str | None = None
+) -> dict[str, Any]:
     """Validate and insert a schedule; an enabled one gets its first slot at once."""
     spec = parse(ScheduleCreate, data)
     values = spec.model_dump()
+    who = validation.actor(actor)
     with engine.begin() as conn:
+        set_actor(conn, who)
         if spec.enabled:
             values["next_run_at"] = cron.next_after(
                 spec.cron_expression, spec.timezone, db_now(conn)
@@ -41,10 +47,14 @@ def create_schedule(engine: Engine, data: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def update_schedule(engine: Engine, schedule_id: uuid.UUID, data: dict[str, Any]) -> dict[str, Any]:
+def update_schedule(
+    engine: Engine, schedule_id: uuid.UUID, data: dict[str, Any], *, actor: str | None = None
+) -> dict[str, Any]:
     """Apply a partial update; a new expression, zone or enabling recomputes the next slot."""
     changes = parse(ScheduleUpdate, data).changes()
+    who = validation.actor(actor)
     with engine.begin() as conn:
+        set_actor(conn, who)
         current = schedules.get_schedule(conn, schedule_id, lock=True)
         if not changes:
             return current
@@ -71,12 +81,16 @@ def update_schedule(engine: Engine, schedule_id: uuid.UUID, data: dict[str, Any]
     return row
 
 
-def set_enabled(engine: Engine, schedule_id: uuid.UUID, enabled: bool) -> dict[str, Any]:
-    return update_schedule(engine, schedule_id, {"enabled": enabled})
+def set_enabled(
+    engine: Engine, schedule_id: uuid.UUID, enabled: bool, *, actor: str | None = None
+) -> dict[str, Any]:
+    return update_schedule(engine, schedule_id, {"enabled": enabled}, actor=actor)
 
 
-def delete_schedule(engine: Engine, schedule_id: uuid.UUID) -> None:
+def delete_schedule(engine: Engine, schedule_id: uuid.UUID, *, actor: str | None = None) -> None:
+    who = validation.actor(actor)
     with engine.begin() as conn:
+        set_actor(conn, who)
         schedules.delete_schedule(conn, schedule_id)
     log.info(
         "schedule deleted", extra={"action": "schedule.deleted", "schedule_id": str(schedule_id)}
@@ -179,3 +193,152 @@ def cancel_run(
     if publisher is not None:
         delivered = outbox.deliver(engine, publisher, queued).published == 1
     return run, delivered
+
+
+# --- operating schedules: run now, pause, resume, history ----------------------
+#
+# Each takes a schedule by id (a UUID) or, as the CLI does, by id or name (a
+# str), and an optional ``actor``: who is acting, recorded by the database's
+# history trigger in the same transaction (None: the database role and
+# application_name).
+
+
+def _schedule(conn: Connection, key: uuid.UUID | str, *, lock: bool = False) -> dict[str, Any]:
+    if isinstance(key, uuid.UUID):
+        return schedules.get_schedule(conn, key, lock=lock)
+    found = schedules.find_schedule(conn, key)
+    return schedules.get_schedule(conn, found["id"], lock=True) if lock else found
+
+
+def _queue_trigger(conn: Connection, run: dict[str, Any]) -> outbox.Queued:
+    """The run's ``scout.trigger``, into the outbox in the run's own transaction."""
+    event = TriggerEvent(
+        event_id=uuid.uuid4(),
+        timestamp=db_now(conn),
+        run_id=run["id"],
+        source=run["source"],
+        max_strategies=run["max_strategies"],
+        trigger_type=run["trigger_type"],
+        triggered_by=run["triggered_by"],
+        schedule_id=run["schedule_id"],
+        scheduled_for=run["scheduled_for"],
+    )
+    return outbox.add_events(
+        conn, [outbox.PendingEvent(event.event_id, TRIGGER, event.to_payload(), run["id"])]
+    )
+
+
+def run_now(
+    engine: Engine,
+    schedule_id_or_name: uuid.UUID | str,
+    *,
+    triggered_by: str | None = None,
+    actor: str | None = None,
+    publisher: ConfirmingPublisher | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """A manual run of a schedule, published like ``trigger_run``'s; the next slot stays.
+
+    The run has the schedule's id, source and max_strategies, ``trigger_type``
+    manual and no ``scheduled_for``; ``triggered_by`` defaults to the actor. It
+    becomes the schedule's last run. Returns the run and whether the broker
+    confirmed its event now (else the outbox delivers it later).
+    """
+    request = parse(
+        validation.RunNowRequest, {} if triggered_by is None else {"triggered_by": triggered_by}
+    )
+    who = validation.actor(actor)
+    with engine.begin() as conn:
+        set_actor(conn, who)
+        # Locked so a concurrent delete waits for this run, or this finds nothing.
+        schedule = _schedule(conn, schedule_id_or_name, lock=True)
+        run = runs.insert_schedule_manual_run(
+            conn,
+            schedule_id=schedule["id"],
+            source=schedule["source"],
+            max_strategies=schedule["max_strategies"],
+            triggered_by=request.triggered_by or who or "Manual trigger",
+        )
+        schedules.record_manual_run(conn, schedule["id"], run["id"])
+        queued = _queue_trigger(conn, run)
+    log.info(
+        "schedule run now",
+        extra={
+            "action": "run.created",
+            "run_id": str(run["id"]),
+            "schedule_id": str(run["schedule_id"]),
+        },
+    )
+    delivered = False
+    if publisher is not None:
+        delivered = outbox.deliver(engine, publisher, queued).published == 1
+    return run, delivered
+
+
+def pause(
+    engine: Engine, schedule_id_or_name: uuid.UUID | str, *, reason: Any, actor: str | None = None
+) -> dict[str, Any]:
+    """Disable a schedule with a reason (1..500 characters), stamped with when and by whom.
+
+    Pausing a paused schedule replaces its reason.
+    """
+    request = parse(validation.PauseRequest, {"reason": reason})
+    who = validation.actor(actor)
+    with engine.begin() as conn:
+        set_actor(conn, who)
+        schedule = _schedule(conn, schedule_id_or_name, lock=True)
+        row = schedules.pause_schedule(conn, schedule["id"], reason=request.reason, paused_by=who)
+    log.info("schedule paused", extra={"action": "schedule.paused", "schedule_id": str(row["id"])})
+    return row
+
+
+def resume(
+    engine: Engine, schedule_id_or_name: uuid.UUID | str, *, actor: str | None = None
+) -> dict[str, Any]:
+    """Enable a paused (or disabled) schedule; it fires next at its first slot after now.
+
+    The slots that passed while it was paused are not caught up. An enabled
+    schedule is returned as it is.
+    """
+    who = validation.actor(actor)
+    with engine.begin() as conn:
+        set_actor(conn, who)
+        schedule = _schedule(conn, schedule_id_or_name, lock=True)
+        if schedule["enabled"]:
+            return schedule
+        next_run_at = cron.next_after(
+            schedule["cron_expression"], schedule["timezone"], db_now(conn)
+        )
+        row = schedules.resume_schedule(conn, schedule["id"], next_run_at)
+    log.info(
+        "schedule resumed", extra={"action": "schedule.resumed", "schedule_id": str(row["id"])}
+    )
+    return row
+
+
+def history(
+    engine: Engine, schedule_id_or_name: uuid.UUID | str, *, page: int = 1, page_size: int = 50
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of a schedule's changes, newest first, and their total.
+
+    Each is ``{"id", "schedule_id", "at", "actor", "action", "changes"}`` with
+    ``changes`` as ``{"field": [old, new]}``. A deleted schedule's history is
+    still there, by its id.
+    """
+    page, page_size = validation.page(page, page_size)
+    with engine.connect() as conn:
+        try:
+            schedule_id = _schedule(conn, schedule_id_or_name)["id"]
+        except ScheduleNotFound:
+            schedule_id = _as_uuid(schedule_id_or_name)
+            if schedule_id is None or not has_changes(conn, schedule_id):
+                raise
+        return list_changes(conn, schedule_id, limit=page_size, offset=(page - 1) * page_size)
+
+
+def _as_uuid(key: uuid.UUID | str) -> uuid.UUID | None:
+    if isinstance(key, uuid.UUID):
+        return key
+    try:
+        return uuid.UUID(key)
+    except ValueError:
+        return None

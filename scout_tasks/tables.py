@@ -46,6 +46,32 @@ def _one_of(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
+# Python's datetime holds years 1 to 9999, and a value is often shown in a zone
+# up to a day away from UTC; the bounds leave that day of margin on each side.
+# The offsets are written out so the constants do not depend on the session's
+# TimeZone when the constraint is created.
+EARLIEST = "'0001-01-02 00:00:00+00'"
+LATEST = "'9999-12-31 00:00:00+00'"
+
+
+def _in_python_range(column: str) -> CheckConstraint:
+    return CheckConstraint(
+        f"{column} >= {EARLIEST} AND {column} < {LATEST}", name=f"{column}_range"
+    )
+
+
+# Columns of scout_schedules that the scheduler itself writes: a change to
+# only these is not a change of the schedule, and its history does not record it.
+SCHEDULE_BOOKKEEPING = (
+    "next_run_at",
+    "last_run_id",
+    "last_run_at",
+    "skipped_slots",
+    "last_error",
+    "updated_at",
+)
+
+
 _now = text("now()")
 
 schedules = Table(
@@ -74,10 +100,35 @@ schedules = Table(
     # Why the scheduler cannot compute this schedule's slots (a bad cron
     # expression or time zone written with plain SQL); cleared when fixed.
     Column("last_error", Text),
+    Column("description", Text, nullable=False, server_default=text("''")),
+    # Spreads a herd of schedules on one slot: each fires at slot + d, d in [0, J).
+    Column("jitter_seconds", Integer, nullable=False, server_default=text("0")),
+    # A pause is a disable with a reason and an author (see the paused_* checks).
+    Column("paused_reason", Text),
+    Column("paused_at", DateTime(timezone=True)),
+    Column("paused_by", Text),
+    # Who owns the schedule as code: set only by `schedules apply`, so --prune
+    # never touches a schedule made any other way.
+    Column("managed_by", Text),
     CheckConstraint("max_strategies BETWEEN 1 AND 1000", name="max_strategies_range"),
     CheckConstraint(_one_of("misfire_policy", MISFIRE_POLICIES), name="misfire_policy"),
     CheckConstraint(_one_of("overlap_policy", OVERLAP_POLICIES), name="overlap_policy"),
     CheckConstraint("misfire_grace_seconds >= 0", name="misfire_grace_nonnegative"),
+    CheckConstraint("jitter_seconds BETWEEN 0 AND 3600", name="jitter_seconds_range"),
+    CheckConstraint("char_length(description) <= 2000", name="description_length"),
+    CheckConstraint("char_length(paused_reason) BETWEEN 1 AND 500", name="paused_reason_length"),
+    # Paused means a reason and an instant (paused_by may be unknown); a plain
+    # disable (enabled = false, no reason) stays possible.
+    CheckConstraint(
+        "(paused_reason IS NULL AND paused_at IS NULL AND paused_by IS NULL)"
+        " OR (paused_reason IS NOT NULL AND paused_at IS NOT NULL)",
+        name="paused_fields",
+    ),
+    CheckConstraint("paused_reason IS NULL OR NOT enabled", name="paused_is_disabled"),
+    *(
+        _in_python_range(c)
+        for c in ("next_run_at", "last_run_at", "created_at", "updated_at", "paused_at")
+    ),
     # The beat's "when is the next slot" and the tick's "what is due" queries.
     Index(
         "ix_scout_schedules_due",
@@ -112,6 +163,10 @@ runs = Table(
     UniqueConstraint("schedule_id", "scheduled_for"),
     CheckConstraint(_one_of("status", RUN_STATUSES), name="status"),
     CheckConstraint(_one_of("trigger_type", TRIGGER_TYPES), name="trigger_type"),
+    *(
+        _in_python_range(c)
+        for c in ("scheduled_for", "created_at", "started_at", "completed_at", "updated_at")
+    ),
     Index("ix_scout_runs_created_at", "created_at"),
     Index(
         "ix_scout_runs_active",
@@ -155,4 +210,24 @@ run_events = Table(
     Column("received_at", DateTime(timezone=True), nullable=False, server_default=_now),
     # A run's history, and removing it together with the run.
     Index("ix_scout_run_events_run_id", "run_id"),
+)
+
+# What changed in each schedule, by whom: written by a trigger on scout_schedules
+# (see migrations/versions/0003_*), so a plain-SQL edit is recorded like one made
+# through the API. No foreign key, on purpose: the history of a deleted schedule
+# (its "delete" row included) outlives it.
+schedule_changes = Table(
+    "scout_schedule_changes",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("schedule_id", UUID(as_uuid=True), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("actor", Text, nullable=False),
+    Column("action", String(16), nullable=False),
+    # {"field": [old, new]} for every field the change touched.
+    Column("changes", JSONB, nullable=False),
+    # A schedule's history, newest first, one page at a time.
+    Index(
+        "ix_scout_schedule_changes_schedule_id_at", "schedule_id", text("at DESC"), text("id DESC")
+    ),
 )

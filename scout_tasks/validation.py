@@ -26,6 +26,11 @@ Source = Annotated[str, Field(min_length=1, max_length=50)]
 CronText = Annotated[str, Field(max_length=255)]
 MaxStrategies = Annotated[int, Field(ge=1, le=1000, strict=True)]
 Grace = Annotated[int, Field(ge=0, le=7 * 24 * 3600, strict=True)]
+# Bounds the database's checks repeat (ck_scout_schedules_*), so plain SQL is held to them too.
+Description = Annotated[str, Field(max_length=2000)]
+Jitter = Annotated[int, Field(ge=0, le=3600, strict=True)]
+PauseReason = Annotated[str, Field(min_length=1, max_length=500)]
+ACTOR_MAX_LENGTH = 255
 
 
 def _no_blank(value: str) -> str:
@@ -38,6 +43,13 @@ def _no_blank(value: str) -> str:
 
 def _no_blank_optional(value: str | None) -> str | None:
     return None if value is None else _no_blank(value)
+
+
+def _no_nul(value: str | None) -> str | None:
+    # PostgreSQL text cannot hold NUL; refuse it here rather than fail at the driver.
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
 
 
 class _Input(BaseModel):
@@ -54,8 +66,11 @@ class ScheduleCreate(_Input):
     misfire_policy: MisfirePolicy = "coalesce"
     misfire_grace_seconds: Grace = 60
     overlap_policy: OverlapPolicy = "allow"
+    description: Description = ""
+    jitter_seconds: Jitter = 0
 
     _blank = field_validator("name", "source")(_no_blank)
+    _nul = field_validator("description")(_no_nul)
 
     @field_validator("cron_expression")
     @classmethod
@@ -81,6 +96,10 @@ class ScheduleUpdate(_Input):
     misfire_policy: MisfirePolicy | None = None
     misfire_grace_seconds: Grace | None = None
     overlap_policy: OverlapPolicy | None = None
+    description: Description | None = None
+    jitter_seconds: Jitter | None = None
+
+    _nul = field_validator("description")(_no_nul)
 
     @field_validator("name", "source")
     @classmethod
@@ -113,6 +132,51 @@ class TriggerRequest(_Input):
     triggered_by: Annotated[str, Field(min_length=1, max_length=255)] | None = None
 
     _blank = field_validator("source", "triggered_by")(_no_blank_optional)
+
+
+class PauseRequest(_Input):
+    reason: PauseReason
+
+    _blank = field_validator("reason")(_no_blank)
+
+
+class RunNowRequest(_Input):
+    triggered_by: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+
+    _blank = field_validator("triggered_by")(_no_blank_optional)
+
+
+def actor(value: str | None) -> str | None:
+    """Who makes a change, as given by a caller (``X-Scout-Actor``, ``--actor``).
+
+    None or blank means "not given": the database then records its role and
+    application_name. Control characters are refused so a history line reads
+    as one line.
+    """
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if len(value) > ACTOR_MAX_LENGTH:
+        raise InvalidInput("actor", f"at most {ACTOR_MAX_LENGTH} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidInput("actor", "must not contain control characters")
+    return value
+
+
+# The API's bounds: a page beyond MAX_PAGE would only make the database skip rows.
+MAX_PAGE = 1_000_000
+MAX_PAGE_SIZE = 1000
+
+
+def _bounded(field: str, value: Any, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise InvalidInput(field, f"must be an integer from 1 to {high}")
+    return value
+
+
+def page(page: Any, page_size: Any) -> tuple[int, int]:
+    """A validated (page, page_size), 1-based, as the API bounds them."""
+    return _bounded("page", page, MAX_PAGE), _bounded("page_size", page_size, MAX_PAGE_SIZE)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -193,7 +193,11 @@ def _only(body: dict[str, Any], allowed: set[str]) -> None:
     responses={201: {"model": Run}, **documented(401, 404, 422, 503)},
 )
 def run_schedule_now(
-    scout: ScoutDep, schedule_id: ScheduleId, body: OptionalJsonBody, actor: Actor, response: Response
+    scout: ScoutDep,
+    schedule_id: ScheduleId,
+    body: OptionalJsonBody,
+    actor: Actor,
+    response: Response,
 ) -> Any:
     """A manual run of this schedule now, published as ``scout.trigger``; ``next_run_at`` stays.
 

@@ -126,7 +126,9 @@ class Sessions:
         """Raise :class:`Refused` unless this form post may act."""
         check_same_origin(request)
         if not self.can_act(session):
-            raise Refused(401, "Sign in to act: this console needs the API token (SCOUT_API_TOKEN).")
+            raise Refused(
+                401, "Sign in to act: this console needs the API token (SCOUT_API_TOKEN)."
+            )
         check_csrf(session, form_csrf)
 
 
@@ -135,8 +137,7 @@ def check_csrf(session: Session, form_csrf: object) -> None:
     if not given or not hmac.compare_digest(given.encode(), session.csrf.encode()):
         raise Refused(
             403,
-            "This form is out of date or came from another site: "
-            "reload the page and try again.",
+            "This form is out of date or came from another site: reload the page and try again.",
         )
 
 

@@ -87,9 +87,7 @@ def render(
 
 def message(request: Request, status_code: int, title: str, text: str) -> HTMLResponse:
     """A whole page saying what went wrong and what to do next."""
-    return render(
-        request, "message.html", {"title": title, "text": text}, status_code=status_code
-    )
+    return render(request, "message.html", {"title": title, "text": text}, status_code=status_code)
 
 
 def safe_next(value: object, default: str) -> str:

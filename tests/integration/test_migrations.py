@@ -7,19 +7,29 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 
 from scout_tasks import migrate
-from scout_tasks.tables import metadata
+from scout_tasks.tables import SCHEDULE_BOOKKEEPING, metadata
+from scout_tasks.tables import schedules as schedules_table
 from tests.integration.helpers import REPO_ROOT, empty_database, run_cli
 
-TABLES = {"scout_schedules", "scout_runs", "scout_outbox"}
+TABLES = {"scout_schedules", "scout_runs", "scout_outbox", "scout_schedule_changes"}
+TRIGGERS = {
+    "scout_schedules_before_update",
+    "scout_schedules_notify",
+    "scout_schedules_record_create",
+    "scout_schedules_record_delete",
+    "scout_schedules_record_update",
+}
 SCRIPTS = ScriptDirectory.from_config(migrate.alembic_config("unused"))
 HEAD = SCRIPTS.get_current_head()
 FIRST = SCRIPTS.get_base()
@@ -75,7 +85,7 @@ def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
     assert _tables(empty_url) >= TABLES
     assert migrate.current(empty_url) == HEAD
     assert _drift(empty_url) == []
-    assert _triggers(empty_url) == {"scout_schedules_before_update", "scout_schedules_notify"}
+    assert _triggers(empty_url) == TRIGGERS
 
     # The comparison is not vacuous: a hand-made change shows up as drift.
     engine = _engine(empty_url)
@@ -109,7 +119,7 @@ def test_downgrade_to_base_and_upgrade_again(empty_url: str) -> None:
     migrate.upgrade(empty_url)
     assert migrate.current(empty_url) == HEAD
     assert _drift(empty_url) == []
-    assert len(_triggers(empty_url)) == 2
+    assert _triggers(empty_url) == TRIGGERS
 
 
 def test_upgrading_twice_is_harmless(db_url: str, engine: Engine) -> None:
@@ -252,3 +262,208 @@ def test_seed_columns_and_foreign_keys(engine: Engine) -> None:
     }
     assert ("scout_schedules", ("last_run_id",), "scout_runs", "SET NULL") in fks
     assert ("scout_runs", ("schedule_id",), "scout_schedules", "SET NULL") in fks
+
+
+# --- 0003: what Python cannot represent is kept out, and repaired on upgrade ------------
+
+SCHEDULE_TIMES = ("next_run_at", "last_run_at", "created_at", "updated_at", "paused_at")
+RUN_TIMES = ("scheduled_for", "created_at", "started_at", "completed_at", "updated_at")
+# Out of Python's reach, or within a day of it (shown in a far zone, the day flips over).
+UNREADABLE = (
+    "0001-01-01 00:00:00+00 BC",
+    "12000-01-01 00:00:00+00",
+    "0001-01-01 23:59:59+00",
+    "9999-12-31 00:00:00+00",
+    "infinity",
+    "-infinity",
+)
+READABLE_EDGES = ("0001-01-02 00:00:00+00", "9999-12-30 23:59:59.999999+00")
+
+
+def _insert_schedule_and_run(conn) -> None:  # type: ignore[no-untyped-def]
+    conn.execute(
+        text(
+            "INSERT INTO scout_schedules (id, name, cron_expression, source, max_strategies) "
+            "VALUES ('00000000-0000-0000-0000-000000000001', 's', '0 * * * *', 'x', 1)"
+        )
+    )
+    conn.execute(
+        text(
+            "INSERT INTO scout_runs (id, trigger_type, source, max_strategies, schedule_id, "
+            "scheduled_for) VALUES ('00000000-0000-0000-0000-000000000002', 'scheduled', 'x', 1, "
+            "'00000000-0000-0000-0000-000000000001', '2030-01-01 00:00+00')"
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "column"),
+    [("scout_schedules", c) for c in SCHEDULE_TIMES] + [("scout_runs", c) for c in RUN_TIMES],
+)
+def test_the_database_refuses_timestamps_python_cannot_read(
+    engine: Engine, table: str, column: str
+) -> None:
+    with engine.begin() as conn:
+        _insert_schedule_and_run(conn)
+    if (table, column) == ("scout_schedules", "updated_at"):
+        # An UPDATE sets updated_at = now() whatever it says; an INSERT can name it.
+        statement = (
+            "INSERT INTO scout_schedules (name, cron_expression, source, max_strategies, "
+            "updated_at) VALUES ('t', '0 * * * *', 'x', 1, CAST(:v AS timestamptz))"
+        )
+    else:
+        extra = ", paused_reason = 'r', enabled = false" if column == "paused_at" else ""
+        statement = f"UPDATE {table} SET {column} = CAST(:v AS timestamptz){extra}"
+    for value in UNREADABLE:
+        with pytest.raises(IntegrityError) as caught, engine.begin() as conn:
+            conn.execute(text(statement), {"v": value})
+        assert f"ck_{table}_{column}_range" in str(caught.value), value
+    for value in READABLE_EDGES:
+        with engine.begin() as conn:
+            conn.execute(text(statement), {"v": value})
+            conn.execute(text("DELETE FROM scout_schedules WHERE name = 't'"))
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Pacific/Kiritimati", "Pacific/Niue"])
+def test_the_bounds_do_not_move_with_the_sessions_time_zone(engine: Engine, zone: str) -> None:
+    with engine.begin() as conn:
+        _insert_schedule_and_run(conn)
+    for value in READABLE_EDGES:
+        with engine.begin() as conn:
+            conn.execute(text(f"SET LOCAL TIME ZONE '{zone}'"))
+            conn.execute(
+                text("UPDATE scout_schedules SET next_run_at = CAST(:v AS timestamptz)"),
+                {"v": value},
+            )
+        with engine.connect() as conn:
+            # Python reads it back, and can show it in a zone a day away.
+            read = conn.execute(text("SELECT next_run_at FROM scout_schedules")).scalar_one()
+        for shown_in in ("Pacific/Kiritimati", "Pacific/Niue"):
+            read.astimezone(ZoneInfo(shown_in))
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text(f"SET LOCAL TIME ZONE '{zone}'"))
+        conn.execute(text("UPDATE scout_schedules SET next_run_at = '0001-01-01 23:59:59+00'"))
+
+
+def test_the_issue_10_rows_are_refused(engine: Engine) -> None:
+    """Issue #10.3: these two statements stopped the beat and the API."""
+    with engine.begin() as conn:
+        _insert_schedule_and_run(conn)
+    for statement in (
+        "UPDATE scout_schedules SET next_run_at = '0001-01-01 00:00:00+00 BC'",
+        "UPDATE scout_schedules SET next_run_at = '12000-01-01 00:00:00+00'",
+    ):
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text(statement))
+
+
+def test_upgrade_repairs_rows_python_cannot_read(empty_url: str) -> None:
+    migrate.upgrade(empty_url, "0002")
+    engine = _engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    """
+                    INSERT INTO scout_schedules (name, cron_expression, source, max_strategies,
+                                                 next_run_at, last_run_at, created_at)
+                    VALUES ('bc', '0 * * * *', 'x', 1, '0001-01-01 00:00:00+00 BC',
+                            '12000-01-01 00:00+00', '0001-01-01 12:00+00'),
+                           ('fine', '0 * * * *', 'x', 1, '2030-01-01 00:00+00',
+                            '2020-01-01 00:00+00', '2019-01-01 00:00+00')
+                    """
+                )
+            )
+            conn.execute(
+                text(
+                    """
+                    INSERT INTO scout_runs (trigger_type, source, max_strategies, status,
+                                            scheduled_for, created_at, started_at, completed_at,
+                                            updated_at)
+                    VALUES ('manual', 'bad', 1, 'completed', 'infinity',
+                            '0001-01-01 00:00+00 BC', '12000-01-01 00:00+00',
+                            '9999-12-31 12:00+00', '-infinity'),
+                           ('manual', 'fine', 1, 'completed', '2030-01-01 00:00+00',
+                            '2020-01-01 00:00+00', '2020-01-01 00:01+00',
+                            '2020-01-01 00:02+00', '2020-01-01 00:02+00')
+                    """
+                )
+            )
+            fine_before = (
+                conn.execute(text("SELECT * FROM scout_schedules WHERE name = 'fine'"))
+                .one()
+                ._asdict()
+            )
+            fine_run_before = (
+                conn.execute(text("SELECT * FROM scout_runs WHERE source = 'fine'")).one()._asdict()
+            )
+
+        migrate.upgrade(empty_url)
+
+        assert migrate.current(empty_url) == HEAD
+        with engine.connect() as conn:
+            now = conn.execute(text("SELECT now()")).scalar_one()
+            # Every value reads back into Python now.
+            bad = conn.execute(text("SELECT * FROM scout_schedules WHERE name = 'bc'")).one()
+            fine = conn.execute(text("SELECT * FROM scout_schedules WHERE name = 'fine'")).one()
+            bad_run = conn.execute(text("SELECT * FROM scout_runs WHERE source = 'bad'")).one()
+            fine_run = conn.execute(text("SELECT * FROM scout_runs WHERE source = 'fine'")).one()
+            history = conn.execute(text("SELECT count(*) FROM scout_schedule_changes")).scalar()
+    finally:
+        engine.dispose()
+    assert (bad.next_run_at, bad.last_run_at) == (None, None)
+    assert abs((bad.created_at - now).total_seconds()) < 3600
+    assert {k: v for k, v in fine._asdict().items() if k in fine_before} == fine_before
+    assert (bad_run.scheduled_for, bad_run.started_at, bad_run.completed_at) == (None,) * 3
+    assert abs((bad_run.created_at - now).total_seconds()) < 3600
+    assert abs((bad_run.updated_at - now).total_seconds()) < 3600
+    assert {k: v for k, v in fine_run._asdict().items() if k in fine_run_before} == fine_run_before
+    # The repair is the migration's, not a change of anyone's schedule.
+    assert history == 0
+
+
+def test_downgrade_from_0003_keeps_the_schedules(empty_url: str) -> None:
+    migrate.upgrade(empty_url)
+    engine = _engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            _insert_schedule_and_run(conn)
+            conn.execute(text("UPDATE scout_schedules SET paused_reason = 'r', description = 'd'"))
+        migrate.downgrade(empty_url, "0002")
+        with engine.connect() as conn:
+            names = conn.execute(text("SELECT name FROM scout_schedules")).scalars().all()
+            functions = (
+                conn.execute(
+                    text("SELECT proname FROM pg_proc WHERE proname LIKE 'scout_%' ORDER BY 1")
+                )
+                .scalars()
+                .all()
+            )
+    finally:
+        engine.dispose()
+    assert names == ["s"]
+    assert functions == ["scout_schedules_before_update", "scout_schedules_notify"]
+    assert _triggers(empty_url) == {"scout_schedules_before_update", "scout_schedules_notify"}
+    assert "scout_schedule_changes" not in _tables(empty_url)
+    migrate.upgrade(empty_url)
+    assert _drift(empty_url) == []
+
+
+def test_every_schedule_column_is_tracked_by_the_history_or_is_bookkeeping(engine: Engine) -> None:
+    """A column added later must be added to the UPDATE trigger's WHEN clause too."""
+    with engine.connect() as conn:
+        definition = conn.execute(
+            text(
+                "SELECT pg_get_triggerdef(oid) FROM pg_trigger "
+                "WHERE tgname = 'scout_schedules_record_update'"
+            )
+        ).scalar_one()
+    ignored = {"id", "created_at", *SCHEDULE_BOOKKEEPING}
+    untracked = [
+        c.name
+        for c in schedules_table.c
+        if c.name not in ignored and f"old.{c.name}" not in definition.lower()
+    ]
+    assert untracked == []
+    for column in SCHEDULE_BOOKKEEPING:
+        assert f"old.{column} " not in definition.lower()

@@ -40,6 +40,8 @@ def test_defaults() -> None:
         "misfire_policy": "coalesce",
         "misfire_grace_seconds": 60,
         "overlap_policy": "allow",
+        "description": "",
+        "jitter_seconds": 0,
     }
 
 
@@ -51,6 +53,8 @@ def test_every_field_given() -> None:
         "misfire_policy": "catch_up",
         "misfire_grace_seconds": 0,
         "overlap_policy": "skip",
+        "description": "Nightly run for the EU desk",
+        "jitter_seconds": 3600,
     }
     assert validation.parse(ScheduleCreate, data).model_dump() == data
 
@@ -309,3 +313,134 @@ def test_trigger_refuses_and_names_the_field(field: str, value: Any) -> None:
 def test_trigger_required_fields(missing: str) -> None:
     data = {k: v for k, v in {"source": "s", "max_strategies": 1}.items() if k != missing}
     assert refused(TriggerRequest, data).field == missing
+
+
+# --- description and jitter_seconds (CONTRACT.md, "Operating schedules") ---------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("description", ""),
+        ("description", "d" * 2000),
+        ("description", "\U0001f680" * 2000),
+        ("description", "line one\nline two\t'quoted' <b>not html</b>"),
+        ("jitter_seconds", 0),
+        ("jitter_seconds", 1),
+        ("jitter_seconds", 3600),
+    ],
+)
+def test_new_fields_accepted_on_create_and_update(field: str, value: Any) -> None:
+    assert getattr(create(**{field: value}), field) == value
+    assert validation.parse(ScheduleUpdate, {field: value}).changes() == {field: value}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("description", "d" * 2001),
+        ("description", "nul\x00inside"),
+        ("description", 5),
+        ("description", ["a"]),
+        ("jitter_seconds", -1),
+        ("jitter_seconds", 3601),
+        ("jitter_seconds", 10**30),
+        ("jitter_seconds", "60"),
+        ("jitter_seconds", 1.5),
+        ("jitter_seconds", True),
+    ],
+)
+def test_new_fields_refused_naming_the_field(field: str, value: Any) -> None:
+    assert refused(ScheduleCreate, {**VALID, field: value}).field == field
+    assert refused(ScheduleUpdate, {field: value}).field == field
+
+
+@pytest.mark.parametrize("field", ["description", "jitter_seconds"])
+def test_new_fields_cannot_be_nulled(field: str) -> None:
+    assert refused(ScheduleCreate, {**VALID, field: None}).field == field
+    with pytest.raises(InvalidInput) as info:
+        validation.parse(ScheduleUpdate, {field: None}).changes()
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    "field", ["paused_reason", "paused_at", "paused_by", "managed_by", "last_error"]
+)
+def test_fields_written_only_by_scout_tasks_are_not_writable(field: str) -> None:
+    assert refused(ScheduleCreate, {**VALID, field: "x"}).field == field
+    assert refused(ScheduleUpdate, {field: "x"}).field == field
+
+
+# --- pause, run now, actor, paging -----------------------------------------------------
+
+
+def test_pause_reason_bounds() -> None:
+    assert validation.parse(validation.PauseRequest, {"reason": "r"}).reason == "r"
+    assert validation.parse(validation.PauseRequest, {"reason": "r" * 500}).reason == "r" * 500
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"reason": None},
+        {"reason": ""},
+        {"reason": " \t\n"},
+        {"reason": "r" * 501},
+        {"reason": "a\x00b"},
+        {"reason": 5},
+        {"reason": ["a"]},
+    ],
+    ids=repr,
+)
+def test_pause_reason_refused_naming_reason(data: dict[str, Any]) -> None:
+    error = refused(validation.PauseRequest, data)
+    assert error.field == "reason"
+    assert str(error).startswith("reason: ")
+
+
+def test_run_now_request() -> None:
+    assert validation.parse(validation.RunNowRequest, {}).triggered_by is None
+    for bad in ("", " ", "t" * 256, "a\x00"):
+        assert refused(validation.RunNowRequest, {"triggered_by": bad}).field == "triggered_by"
+    assert refused(validation.RunNowRequest, {"source": "x"}).field == "source"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("   ", None),
+        ("alice", "alice"),
+        ("  alice@example.com ", "alice@example.com"),
+        ("a" * 255, "a" * 255),
+        ("Алиса 🚀", "Алиса 🚀"),
+    ],
+)
+def test_actor_accepted(given: str | None, expected: str | None) -> None:
+    assert validation.actor(given) == expected
+
+
+@pytest.mark.parametrize("given", ["a" * 256, "two\nlines", "nul\x00", "tab\there", "del\x7f"])
+def test_actor_refused_naming_actor(given: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        validation.actor(given)
+    assert info.value.field == "actor"
+
+
+def test_page_bounds() -> None:
+    assert validation.page(1, 1) == (1, 1)
+    assert validation.page(1_000_000, 1000) == (1_000_000, 1000)
+    for page, size, field in [
+        (0, 10, "page"),
+        (1_000_001, 10, "page"),
+        (True, 10, "page"),
+        ("2", 10, "page"),
+        (1, 0, "page_size"),
+        (1, 1001, "page_size"),
+        (1, 2.0, "page_size"),
+    ]:
+        with pytest.raises(InvalidInput) as info:
+            validation.page(page, size)
+        assert info.value.field == field
