@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from scout_tasks import outbox, runs, schedules, service
+from scout_tasks import outbox, runs, schedules, search, service
 from scout_tasks.cron_description import describe
 from scout_tasks.db import db_now
 from scout_tasks.errors import ScoutTasksError
@@ -65,12 +65,12 @@ class Header:
 
 
 def header(conn: Connection) -> Header:
-    total, estimated = schedules.count_all(conn)
+    total, estimated = search.count_all(conn)
     return Header(
         total=total,
         total_estimated=estimated,
-        paused=schedules.count_disabled(conn, COUNT_CAP),
-        overdue=schedules.count_overdue(conn, OVERDUE_SECONDS, COUNT_CAP),
+        paused=search.count_disabled(conn, COUNT_CAP),
+        overdue=search.count_overdue(conn, OVERDUE_SECONDS, COUNT_CAP),
         outbox_backlog=outbox.backlog(conn),
         beat_leads=leader_present(conn),
     )
@@ -106,19 +106,19 @@ class SchedulePage:
 
 
 def schedule_page(
-    engine: Engine, search: schedules.ScheduleSearch, page_size: int, next_count: int = 3
+    engine: Engine, query: search.ScheduleSearch, page_size: int, next_count: int = 3
 ) -> SchedulePage:
     """One keyset page of schedules, with the header counts."""
     with engine.connect() as conn:
         now = db_now(conn)
-        rows, more = schedules.search_schedules(conn, search, page_size)
-        filtered = bool(search.text or search.state or search.last_run_failed)
+        rows, more = search.search_schedules(conn, query, page_size)
+        filtered = bool(query.text or query.state or query.last_run_failed)
         top = header(conn)
-        matching = schedules.count_matching(conn, search, COUNT_CAP) if filtered else top.total
-    backwards = search.before is not None and search.after is None
-    paged_in = search.after is not None or search.before is not None
+        matching = search.count_matching(conn, query, COUNT_CAP) if filtered else top.total
+    backwards = query.before is not None and query.after is None
+    paged_in = query.after is not None or query.before is not None
     has_next = more if not backwards else paged_in
-    has_previous = more if backwards else search.after is not None
+    has_previous = more if backwards else query.after is not None
     return SchedulePage(
         items=[present(row, now, next_count) for row in rows],
         matching=matching,
@@ -189,7 +189,7 @@ def run_page(engine: Engine, filters: runs.RunFilter, page: int, page_size: int)
         now = db_now(conn)
         items, total = runs.list_runs(conn, filters, limit=page_size, offset=(page - 1) * page_size)
         ids = {r["schedule_id"] for r in items if r["schedule_id"] is not None}
-        names = schedules.names_of(conn, ids)
+        names = search.names_of(conn, ids)
     return RunPage(items=items, total=total, schedule_names=names, now=now)
 
 
@@ -206,5 +206,5 @@ def run_detail(engine: Engine, run_id: uuid.UUID) -> RunDetail:
         now = db_now(conn)
         run = runs.get_run(conn, run_id)
         events = runs.events_of_runs(conn, [run_id])[run_id]
-        names = schedules.names_of(conn, {run["schedule_id"]} if run["schedule_id"] else set())
+        names = search.names_of(conn, {run["schedule_id"]} if run["schedule_id"] else set())
     return RunDetail(run=run, events=events, schedule_name=names.get(run["schedule_id"]), now=now)

@@ -9,14 +9,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from scout_tasks.errors import DuplicateScheduleName, ScheduleNotFound
-from scout_tasks.tables import runs, schedules
+from scout_tasks.tables import schedules
 
 COLUMNS = tuple(schedules.c)
 
@@ -278,143 +278,6 @@ def enabled_and_skipped_totals(conn: Connection) -> tuple[int, int]:
         )
     ).one()
     return int(enabled), int(skipped)
-
-
-# --- what the operator console reads -------------------------------------------
-#
-# Each query stays cheap with a million schedules: pages are keyset pages on
-# the name (the unique index), searches use the trigram indexes of migration
-# 0004, and counts are either bounded (LIMIT inside) or partial-index sized.
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleSearch:
-    """What the console's schedules page asks for: one keyset page of matches."""
-
-    text: str | None = None
-    # "enabled", "paused" (every disabled schedule), or None for all.
-    state: str | None = None
-    last_run_failed: bool = False
-    # Keyset cursors: names strictly after / before (by the name's order).
-    after: str | None = None
-    before: str | None = None
-
-
-# Shorter than a trigram: searched as a prefix, which still uses the index.
-_MIN_INFIX = 3
-
-
-def _like_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _search_conditions(search: ScheduleSearch) -> list[Any]:
-    conditions: list[Any] = []
-    if search.text:
-        escaped = _like_escape(search.text)
-        pattern = f"%{escaped}%" if len(search.text) >= _MIN_INFIX else f"{escaped}%"
-        conditions.append(
-            schedules.c.name.ilike(pattern, escape="\\")
-            | schedules.c.source.ilike(pattern, escape="\\")
-        )
-    if search.state == "enabled":
-        conditions.append(schedules.c.enabled)
-    elif search.state == "paused":
-        conditions.append(~schedules.c.enabled)
-    if search.last_run_failed:
-        conditions.append(
-            select(runs.c.id)
-            .where(runs.c.id == schedules.c.last_run_id, runs.c.status == "failed")
-            .exists()
-        )
-    return conditions
-
-
-def search_schedules(
-    conn: Connection, search: ScheduleSearch, limit: int
-) -> tuple[list[dict[str, Any]], bool]:
-    """One page of matching schedules by name, each with its last run's status.
-
-    Returns the rows (in name order) and whether more lie beyond the page in
-    the direction asked (after the last row, or before the first one).
-    """
-    conditions = _search_conditions(search)
-    backwards = search.before is not None and search.after is None
-    if search.after is not None:
-        conditions.append(schedules.c.name > search.after)
-    if backwards:
-        conditions.append(schedules.c.name < search.before)
-    order = schedules.c.name.desc() if backwards else schedules.c.name
-    query = (
-        select(
-            *COLUMNS,
-            runs.c.status.label("last_run_status"),
-            runs.c.created_at.label("last_run_created_at"),
-            runs.c.completed_at.label("last_run_completed_at"),
-        )
-        .select_from(schedules.outerjoin(runs, runs.c.id == schedules.c.last_run_id))
-        .where(*conditions)
-        .order_by(order)
-        .limit(limit + 1)
-    )
-    rows = [_as_dict(r) for r in conn.execute(query)]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    if backwards:
-        rows.reverse()
-    return rows, more
-
-
-def count_matching(conn: Connection, search: ScheduleSearch, cap: int) -> int:
-    """How many schedules match, counting no further than ``cap`` (then ``cap``)."""
-    inner = select(schedules.c.id).where(*_search_conditions(search)).limit(cap)
-    return int(conn.execute(select(func.count()).select_from(inner.subquery())).scalar_one())
-
-
-_ESTIMATED_ROWS = text(
-    "SELECT reltuples::bigint FROM pg_class WHERE oid = 'scout_schedules'::regclass"
-)
-# Below this many rows an exact count costs less than a millisecond or two.
-EXACT_COUNT_BELOW = 100_000
-
-
-def count_all(conn: Connection) -> tuple[int, bool]:
-    """How many schedules exist, and whether the number is the planner's estimate.
-
-    A large table is not counted on every page view: PostgreSQL's own row
-    estimate (kept by autovacuum and ANALYZE) is close enough for a header.
-    """
-    estimate = int(conn.execute(_ESTIMATED_ROWS).scalar_one())
-    if estimate >= EXACT_COUNT_BELOW:
-        return estimate, True
-    return int(conn.execute(select(func.count()).select_from(schedules)).scalar_one()), False
-
-
-def count_disabled(conn: Connection, cap: int) -> int:
-    """Disabled (paused) schedules, read from their partial index, up to ``cap``."""
-    inner = select(schedules.c.id).where(~schedules.c.enabled).limit(cap)
-    return int(conn.execute(select(func.count()).select_from(inner.subquery())).scalar_one())
-
-
-def count_overdue(conn: Connection, grace_seconds: int, cap: int) -> int:
-    """Enabled schedules whose ``next_run_at`` passed more than ``grace_seconds`` ago."""
-    inner = (
-        select(schedules.c.id)
-        .where(
-            schedules.c.enabled,
-            schedules.c.next_run_at < func.now() - timedelta(seconds=grace_seconds),
-        )
-        .limit(cap)
-    )
-    return int(conn.execute(select(func.count()).select_from(inner.subquery())).scalar_one())
-
-
-def names_of(conn: Connection, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
-    """The names of these schedules (a deleted one is simply absent)."""
-    if not ids:
-        return {}
-    rows = conn.execute(select(schedules.c.id, schedules.c.name).where(schedules.c.id.in_(ids)))
-    return {row.id: row.name for row in rows}
 
 
 # --- operating a schedule: run now, pause, resume -----------------------------

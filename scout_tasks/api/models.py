@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from scout_tasks.tables import RUN_STATUSES, TRIGGER_TYPES
 from scout_tasks.validation import MisfirePolicy, OverlapPolicy
@@ -55,6 +55,12 @@ class Schedule(BaseModel):
     overlap_policy: OverlapPolicy
     skipped_slots: int
     last_error: str | None
+    description: str
+    jitter_seconds: int
+    paused_reason: str | None
+    paused_at: datetime | None
+    paused_by: str | None
+    managed_by: str | None
     cron_description: str
 
 
@@ -89,18 +95,6 @@ class RunPage(BaseModel):
     total: int
     page: int
     page_size: int
-
-
-class RunNowBody(BaseModel):
-    """``POST /api/scout/schedules/{id}/run`` (the body is optional)."""
-
-    triggered_by: str | None = None
-
-
-class PauseBody(BaseModel):
-    """``POST /api/scout/schedules/{id}/pause``."""
-
-    reason: str = Field(min_length=1, max_length=500)
 
 
 class Change(BaseModel):

@@ -31,16 +31,14 @@ from scout_tasks.api.models import (
     ChangePage,
     Message,
     NextTimes,
-    PauseBody,
     Run,
-    RunNowBody,
     Schedule,
     SchedulePage,
 )
 from scout_tasks.api.runs import event_header
 from scout_tasks.cron_description import with_description
 from scout_tasks.errors import InvalidInput
-from scout_tasks.validation import ScheduleCreate, ScheduleUpdate
+from scout_tasks.validation import PauseRequest, RunNowRequest, ScheduleCreate, ScheduleUpdate
 
 router = APIRouter(prefix="/api/scout/schedules", tags=["schedules"])
 
@@ -187,7 +185,7 @@ def _only(body: dict[str, Any], allowed: set[str]) -> None:
     openapi_extra={
         "requestBody": {
             "required": False,
-            "content": {"application/json": {"schema": RunNowBody.model_json_schema()}},
+            "content": {"application/json": {"schema": RunNowRequest.model_json_schema()}},
         }
     },
     responses={201: {"model": Run}, **documented(401, 404, 422, 503)},
@@ -220,7 +218,7 @@ def run_schedule_now(
     "/{id}/pause",
     operation_id="pause_schedule",
     dependencies=MUTATING,
-    openapi_extra=body_doc(PauseBody),
+    openapi_extra=body_doc(PauseRequest),
     responses={200: {"model": Schedule}, **documented(401, 404, 422, 503)},
 )
 def pause_schedule(scout: ScoutDep, schedule_id: ScheduleId, body: JsonBody, actor: Actor) -> Any:

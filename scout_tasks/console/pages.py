@@ -19,7 +19,7 @@ from scout_tasks import overview, runs, service
 from scout_tasks.api.deps import get_scout
 from scout_tasks.console.web import message, render, sessions
 from scout_tasks.errors import NotFound
-from scout_tasks.schedules import ScheduleSearch
+from scout_tasks.search import ScheduleSearch
 from scout_tasks.tables import RUN_STATUSES, TRIGGER_TYPES
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
