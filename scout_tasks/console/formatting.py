@@ -79,6 +79,17 @@ def in_zone(moment: datetime | None, zone: str, now: datetime | None = None) -> 
     return f"{text} {_zone_label(local)}"
 
 
+def clock(moment: datetime | None, zone: str = "UTC") -> str:
+    """The wall-clock time with seconds in ``zone`` (``02:59:06``), for timelines."""
+    if moment is None:
+        return ""
+    try:
+        local = moment.astimezone(cron.get_zone(zone))
+    except (ValueError, LookupError):
+        local = moment.astimezone(UTC)
+    return local.strftime("%H:%M:%S")
+
+
 def _zone_label(local: datetime) -> str:
     name = local.tzname() or ""
     # Zones without an abbreviation report "+0530"-style names; show them as offsets.
@@ -120,7 +131,20 @@ def count(value: int, capped_at: int | None = None) -> str:
     return f"{value:,}"
 
 
+def plain(value: Any) -> str:
+    """A history value as the JSON it was stored as: ``true``, ``null``, ``"text"`` bare."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value == "":
+        return '""'
+    return str(value)
+
+
 FILTERS = {
+    "plain": plain,
+    "clock": clock,
     "relative": relative,
     "utc_iso": utc_iso,
     "utc_title": utc_title,
