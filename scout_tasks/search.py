@@ -60,9 +60,11 @@ def _search_conditions(search: ScheduleSearch) -> list[Any]:
     elif search.state == "paused":
         conditions.append(~schedules.c.enabled)
     if search.last_run_failed:
+        last = runs.alias("failed_run")
         conditions.append(
-            select(runs.c.id)
-            .where(runs.c.id == schedules.c.last_run_id, runs.c.status == "failed")
+            select(last.c.id)
+            .where(last.c.id == schedules.c.last_run_id, last.c.status == "failed")
+            .correlate(schedules)
             .exists()
         )
     return conditions

@@ -43,14 +43,35 @@ ADMIN_URL = os.environ.get("SCOUT_TEST_ADMIN_URL", "postgresql://postgres@127.0.
 OUT = ROOT / "docs" / "screenshots"
 
 SCHEDULES = [
-    ("Daily Scout Run", "0 9 * * MON-FRI", "stratninja", 10, "Europe/Berlin", "Weekday morning sweep of new strategies."),
+    (
+        "Daily Scout Run",
+        "0 9 * * MON-FRI",
+        "stratninja",
+        10,
+        "Europe/Berlin",
+        "Weekday morning sweep of new strategies.",
+    ),
     ("Hourly quick scan", "5 * * * *", "stratninja", 3, "UTC", ""),
     ("Asia open", "30 8 * * MON-FRI", "quantbase", 25, "Asia/Tokyo", "Before the Tokyo open."),
     ("Crypto overnight", "*/30 0-6 * * *", "cryptolab", 5, "UTC", ""),
     ("London close", "45 16 * * 1-5", "quantbase", 15, "Europe/London", ""),
-    ("Month-end rebalance", "0 6 1 * *", "stratninja", 100, "America/New_York", "First of the month, before the US open."),
+    (
+        "Month-end rebalance",
+        "0 6 1 * *",
+        "stratninja",
+        100,
+        "America/New_York",
+        "First of the month, before the US open.",
+    ),
     ("New York open", "25 9 * * MON-FRI", "quantbase", 20, "America/New_York", ""),
-    ("Nightly vendor sync", "15 2 * * *", "vendor-feed", 50, "UTC", "Pulls the vendor's full catalogue."),
+    (
+        "Nightly vendor sync",
+        "15 2 * * *",
+        "vendor-feed",
+        50,
+        "UTC",
+        "Pulls the vendor's full catalogue.",
+    ),
     ("Sydney morning", "0 10 * * MON-FRI", "quantbase", 10, "Australia/Sydney", ""),
     ("Weekend deep scan", "0 3 * * SAT,SUN", "stratninja", 250, "UTC", ""),
     ("Weekly digest", "@weekly", "reports", 1, "UTC", ""),
@@ -109,7 +130,9 @@ def _past_run(conn, schedule, status: str, ago: timedelta, rng: random.Random) -
             "source": schedule["source"],
             "max": schedule["max_strategies"],
             "status": status,
-            "error": "stage validate: upstream returned 502 Bad Gateway" if status == "failed" else None,
+            "error": "stage validate: upstream returned 502 Bad Gateway"
+            if status == "failed"
+            else None,
             "ago": ago,
             "took": took,
             "sid": schedule["id"],
@@ -169,7 +192,9 @@ def seed(engine: Engine) -> uuid.UUID:
                 statuses.append("running")
             last = None
             for step, status in enumerate(statuses):
-                ago = timedelta(hours=(len(statuses) - step) * 20 + index, minutes=rng.randint(0, 59))
+                ago = timedelta(
+                    hours=(len(statuses) - step) * 20 + index, minutes=rng.randint(0, 59)
+                )
                 if status == "running":
                     ago = timedelta(minutes=4)
                 last = _past_run(conn, row, status, ago, rng)
@@ -182,7 +207,7 @@ def seed(engine: Engine) -> uuid.UUID:
             )
     for name, (who, reason) in PAUSED.items():
         service.pause(engine, created[name]["id"], reason=reason, actor=who)
-    run, _ = service.run_now(engine, created["Daily Scout Run"]["id"], actor="maria")
+    service.run_now(engine, created["Daily Scout Run"]["id"], actor="maria")
     with engine.begin() as conn:
         # No broker here: the demo's events are not waiting for one.
         conn.execute(text("DELETE FROM scout_outbox"))
@@ -233,7 +258,9 @@ def main() -> None:
             _env_file=None, database_url=url, broker_url="amqp://guest:guest@127.0.0.1:5672//"
         )
         # Stands in for a running beat, so the header shows one leading.
-        leader = psycopg2.connect(make_url(url).set(drivername="postgresql").render_as_string(False))
+        leader = psycopg2.connect(
+            make_url(url).set(drivername="postgresql").render_as_string(False)
+        )
         leader.autocommit = True
         with leader.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(%s)", (LEADER_LOCK,))

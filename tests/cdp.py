@@ -1,4 +1,4 @@
-"""Headless Chromium driven over the Chrome DevTools Protocol, for the browser tests and screenshots.
+"""Headless Chromium driven over the Chrome DevTools Protocol: browser tests, screenshots.
 
 Debian's ``chromium`` is started with ``--remote-debugging-port=0``; the port it
 picks is read from its ``DevToolsActivePort`` file, and one page is driven over
@@ -201,9 +201,7 @@ class Browser:
         x, y = self._centre(selector)
         self._events.clear()
         for kind in ("mousePressed", "mouseReleased"):
-            self.call(
-                "Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1
-            )
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
         if navigates:
             self._loaded()
 
@@ -229,9 +227,7 @@ class Browser:
 
     def text(self, selector: str = "body") -> str:
         return str(
-            self.js(
-                f"(document.querySelector({json.dumps(selector)}) || {{}}).innerText || ''"
-            )
+            self.js(f"(document.querySelector({json.dumps(selector)}) || {{}}).innerText || ''")
         )
 
     @property

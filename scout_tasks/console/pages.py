@@ -169,7 +169,7 @@ def runs_page(request: Request) -> HTMLResponse:
         "runs.html",
         {
             "result": result,
-            "params": {k: v for k, v in raw.items() if k not in ignored},
+            "params": {k: None if k in ignored else v for k, v in raw.items()},
             "ignored": ignored,
             "page": page,
             "page_size": RUNS_PAGE_SIZE,
