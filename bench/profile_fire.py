@@ -31,7 +31,7 @@ import baseline
 import common
 import kombu.messaging
 
-from scout_tasks import events, firing, outbox, runs, schedules
+from scout_tasks import events, firing, outbox, policy, runs, schedules
 from scout_tasks.db import make_engine
 from scout_tasks.publisher import ConfirmingPublisher
 
@@ -114,7 +114,7 @@ PARTS = [
     (outbox, "add_events", "outbox.add_events"),
     (runs, "insert_scheduled_runs", "runs.insert_scheduled_runs"),
     (schedules, "advance", "schedules.advance"),
-    (firing, "plan", "firing.plan"),
+    (policy, "plan", "policy.plan"),
     (schedules, "claim_due", "schedules.claim_due"),
     (baseline.ConfirmingChannel, "publish_confirmed", "baseline publish with confirms"),
 ]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A reference Scout agent: consumes ``scout.trigger``, reports back on the same exchange.
 
-It shows what scout-tasks expects from an agent (CONTRACT.md, "Events") with
+It shows what scout-tasks expects from an agent (docs/contract.md, "Events") with
 nothing but kombu and the standard library, so it can be copied into any
 project:
 

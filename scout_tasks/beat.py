@@ -33,8 +33,8 @@ from celery.beat import Scheduler
 from sqlalchemy.engine import make_url
 
 from scout_tasks import schedules
+from scout_tasks.celery_app import FIRE, TICK
 from scout_tasks.settings import get_settings, mask_url
-from scout_tasks.tasks import FIRE, TICK
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,14 @@ from celery.signals import (
 )
 from kombu import Queue
 
-from scout_tasks.embedded import broker_transport_options
+from scout_tasks.broker import broker_transport_options
 from scout_tasks.errors import ConfigurationError
+from scout_tasks.lifecycle_step import LifecycleStep
 from scout_tasks.settings import get_settings, missing_url_error
+
+# The tasks' names: the beat sends them by name, so it need not import the tasks.
+TICK = "scout_tasks.tick"
+FIRE = "scout_tasks.fire"
 
 
 def celery_defaults() -> dict[str, Any]:
@@ -70,10 +75,8 @@ app.add_defaults(celery_defaults)
 app.config_from_object("celeryconfig", silent=True)
 
 # The agents' lifecycle events are consumed inside the worker, living and
-# dying with it.
-from scout_tasks.lifecycle import LifecycleConsumer  # noqa: E402
-
-app.steps["consumer"].add(LifecycleConsumer)
+# dying with it, on a connection of their own (never the task consumer's).
+app.steps["worker"].add(LifecycleStep)
 
 
 @after_setup_logger.connect
@@ -102,7 +105,7 @@ def _forget_parent_connections(**_: Any) -> None:
 
 @worker_process_shutdown.connect
 def _close_connections(**_: Any) -> None:
-    from scout_tasks import db, tasks
+    from scout_tasks import db, publisher
 
-    tasks.close_publisher()
+    publisher.close_process_publisher()
     db.dispose_engines()

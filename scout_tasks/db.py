@@ -1,4 +1,10 @@
-"""The engine each process shares, and the transaction helper everything uses."""
+"""The engine each process shares, the database's clock, and the one translator of its errors.
+
+Every face (CLI, API, the lifecycle consumer) turns a driver error into a
+scout-tasks error through :func:`translate_db_errors` / :func:`translate_db_error`,
+so a given failure means the same thing everywhere: unreachable or unmigrated
+(retry later), a refused value (the caller's input), or anything else.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,33 @@ from contextlib import contextmanager
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from scout_tasks.errors import (
+    ConstraintViolation,
+    DatabaseError,
+    DatabaseNotMigrated,
+    DatabaseUnavailable,
+    DuplicateScheduleName,
+    InvalidValue,
+    ScoutTasksError,
+)
 from scout_tasks.settings import get_settings
 
 _lock = threading.Lock()
 _engines: dict[tuple[int, str], Engine] = {}
 
 
-def make_engine(url: str, *, pooled: bool = True) -> Engine:
+def make_engine(url: str) -> Engine:
     """An engine whose sessions speak UTC, so every timestamp read back is UTC."""
     engine = create_engine(
         url,
@@ -25,7 +49,6 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
         pool_size=5,
         max_overflow=5,
         connect_args={"connect_timeout": 5, "application_name": "scout-tasks"},
-        **({} if pooled else {"poolclass": NullPool}),
     )
 
     @event.listens_for(engine, "connect")
@@ -71,8 +94,63 @@ def db_now(conn: Connection) -> datetime:
     return conn.execute(text("SELECT now()")).scalar_one()  # type: ignore[no-any-return]
 
 
+# --- errors ---------------------------------------------------------------------------
+
+# "Does not exist" errors that mean the schema is missing or older than the code.
+_NOT_MIGRATED = frozenset({"42P01", "42703", "42704", "42883", "3F000"})
+# The unique index behind DuplicateScheduleName.
+SCHEDULE_NAME_CONSTRAINT = "uq_scout_schedules_name"
+
+
+def first_line(exc: BaseException) -> str:
+    """The driver's message, first line only (the rest is context and SQL)."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
+
+
+def translate_db_error(
+    exc: SQLAlchemyError, *, schedule_name: str | None = None
+) -> ScoutTasksError:
+    """The scout-tasks error for a SQLAlchemy/driver error, classified by SQLSTATE and class.
+
+    - unreachable (connection, pool, operational errors): :class:`DatabaseUnavailable`;
+    - a missing table, column or schema: :class:`DatabaseNotMigrated`;
+    - class 22 (data exception): :class:`InvalidValue`;
+    - the schedule-name unique index, given ``schedule_name``: :class:`DuplicateScheduleName`;
+    - class 23 (integrity): :class:`ConstraintViolation`;
+    - anything else: :class:`DatabaseError`.
+    """
+    detail = first_line(exc)
+    invalidated = bool(getattr(exc, "connection_invalidated", False))
+    orig = getattr(exc, "orig", None)
+    pgcode = str(getattr(orig, "pgcode", None) or "")
+    kind: type[DatabaseError]
+    if pgcode in _NOT_MIGRATED:
+        kind, message = DatabaseNotMigrated, None
+    elif pgcode.startswith("22") or (not pgcode and isinstance(exc, DataError)):
+        kind, message = InvalidValue, f"invalid value: {detail}"
+    elif pgcode.startswith("23") or (not pgcode and isinstance(exc, IntegrityError)):
+        constraint = getattr(getattr(orig, "diag", None), "constraint_name", None)
+        if constraint == SCHEDULE_NAME_CONSTRAINT and schedule_name is not None:
+            return DuplicateScheduleName(schedule_name)
+        kind, message = ConstraintViolation, f"refused by the database: {detail}"
+    elif invalidated or isinstance(
+        exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeoutError
+    ):
+        kind, message = DatabaseUnavailable, f"database unavailable: {detail}"
+    else:
+        kind, message = DatabaseError, f"database error: {detail}"
+    return kind(message, detail=detail, connection_invalidated=invalidated)
+
+
 @contextmanager
-def transaction(engine: Engine | None = None) -> Iterator[Connection]:
-    """A connection inside one transaction: commit on success, roll back on error."""
-    with (engine or get_engine()).begin() as conn:
-        yield conn
+def translate_db_errors(*, schedule_name: str | None = None) -> Iterator[None]:
+    """Run the block; re-raise any database error as :func:`translate_db_error` says.
+
+    The original stays reachable as ``__cause__``.
+    """
+    try:
+        yield
+    except (DBAPIError, DisconnectionError, PoolTimeoutError) as exc:
+        raise translate_db_error(exc, schedule_name=schedule_name) from exc

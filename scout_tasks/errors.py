@@ -55,3 +55,39 @@ class RunAlreadyTerminal(ScoutTasksError):
 
 class PublishError(ScoutTasksError):
     """The broker did not confirm every message; the outbox keeps them."""
+
+
+# --- the database's errors, translated once (see scout_tasks.db.translate_db_errors) -----
+
+
+class DatabaseError(ScoutTasksError):
+    """The database failed the operation."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        detail: str | None = None,
+        connection_invalidated: bool = False,
+    ) -> None:
+        super().__init__(message)
+        # The driver's own first line, for messages that add their own context.
+        self.detail = detail if detail is not None else str(self)
+        # The driver dropped the connection: a caller holding an engine may dispose it.
+        self.connection_invalidated = connection_invalidated
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be reached; try again later."""
+
+
+class DatabaseNotMigrated(DatabaseUnavailable):
+    """the database has no scout-tasks tables; run `scout-tasks db upgrade`"""
+
+
+class InvalidValue(DatabaseError, ValueError):
+    """The database refused a value it cannot store (SQLSTATE class 22)."""
+
+
+class ConstraintViolation(DatabaseError, ValueError):
+    """The database refused a row that breaks one of its constraints (SQLSTATE class 23)."""

@@ -1,6 +1,6 @@
 """Event payloads: frozen, typed values and the one function that makes them wire bytes.
 
-The shapes are pinned by CONTRACT.md; consumers must tolerate extra keys, so
+The shapes are pinned by docs/contract.md; consumers must tolerate extra keys, so
 inbound models ignore unknown fields and outbound ones never drop known ones.
 """
 
@@ -79,7 +79,3 @@ class CancelledEvent(_Event):
 def encode(payload: dict[str, Any]) -> bytes:
     """Wire bytes for a payload (compact JSON, UTF-8)."""
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def new_event_id() -> uuid.UUID:
-    return uuid.uuid4()

@@ -1,9 +1,9 @@
-"""Firing due schedules: decide which slots get a run, then write runs and events at once.
+"""Firing due schedules: claim a batch, plan it, write runs and events at once, publish.
 
-:func:`plan` is pure (time is an argument) and holds the misfire and overlap
-policies. :func:`fire_due` claims due schedules in batches, writes every
-batch's runs, events and next slots in one transaction, then publishes the
-batch's events with one confirm round trip.
+The decisions (misfire and overlap policies) are pure, in :mod:`scout_tasks.policy`.
+:func:`fire_due` claims due schedules in batches, writes every batch's runs,
+events and next slots in one transaction, then publishes the batch's events
+with one confirm round trip.
 """
 
 from __future__ import annotations
@@ -12,87 +12,21 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from scout_tasks import cron, outbox, runs, schedules
 from scout_tasks.db import db_now
 from scout_tasks.errors import InvalidInput
 from scout_tasks.events import TRIGGER, TriggerEvent
+from scout_tasks.policy import BatchPlan, plan_batch
 from scout_tasks.publisher import ConfirmingPublisher
-from scout_tasks.schedules import DueSchedule
 
 log = logging.getLogger(__name__)
 
-# catch_up never creates more runs than this for one schedule in one pass.
-MAX_CATCH_UP = 100
 # Batches with at most this many runs log one line per run at INFO.
 _LOGGED_ONE_BY_ONE = 10
-# Counting skipped slots walks them; past this many the count is a lower bound.
-_MAX_COUNTED = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """What to do with one due schedule."""
-
-    slots: tuple[datetime, ...]
-    next_run_at: datetime
-    skipped: int = 0
-    reason: str | None = None
-
-
-def _count_between(expr: str, zone: str, start: datetime, end: datetime) -> int:
-    """Fire times in ``[start, end]``, counting ``start`` itself, capped at ``_MAX_COUNTED``."""
-    count = 1
-    for fire in cron.iter_after(expr, zone, start):
-        if fire > end or count >= _MAX_COUNTED:
-            break
-        count += 1
-    return count
-
-
-def plan(due: DueSchedule, now: datetime) -> Plan:
-    """Which slots of a due schedule get a run, and its next slot after ``now``.
-
-    The missed slots are ``next_run_at`` (which an operator may have set off the
-    cron grid) and every cron slot after it up to ``now``. A slot no older than
-    ``misfire_grace_seconds`` is on time:
-    - coalesce: one run, for the latest missed slot, however old;
-    - skip: a run for the latest slot only if it is on time; the rest are counted as skipped;
-    - catch_up: a run for every on-time slot (at most MAX_CATCH_UP); the rest are skipped.
-    Overlap ``skip`` turns the runs into counted skips while the previous run is
-    still pending or running.
-    """
-    expr, zone, first = due.cron_expression, due.timezone, due.next_run_at
-    grace_start = now - timedelta(seconds=due.misfire_grace_seconds)
-    following = cron.next_after(expr, zone, first)
-    several = following <= now
-    next_run_at = cron.next_after(expr, zone, now) if several else following
-    if due.misfire_policy == "catch_up":
-        missed = [first]
-        if several:
-            # Start a second early: a slot exactly grace_start old is on time.
-            start = max(first, grace_start - timedelta(seconds=1))
-            for fire in cron.iter_after(expr, zone, start):
-                utc = fire.astimezone(UTC)
-                if utc > now:
-                    break
-                if utc > first:
-                    missed.append(utc)
-        slots = tuple(s for s in missed if s >= grace_start)[-MAX_CATCH_UP:]
-    else:
-        latest = cron.latest_at_or_before(expr, zone, now, first) if several else first
-        on_time = due.misfire_policy == "coalesce" or latest >= grace_start
-        slots = (latest,) if on_time else ()
-    skipped = 0
-    if due.misfire_policy != "coalesce":
-        total = _count_between(expr, zone, first, now) if several else 1
-        skipped = max(0, total - len(slots))
-    if slots and due.overlap_policy == "skip" and due.last_run_status in ("pending", "running"):
-        return Plan((), next_run_at, skipped + len(slots), "overlap")
-    return Plan(slots, next_run_at, skipped, "misfire" if skipped else None)
 
 
 @dataclass(slots=True)
@@ -172,116 +106,113 @@ def fire_due(
 
 
 def _fire_batch(engine: Engine, batch_size: int, report: FireReport) -> tuple[outbox.Queued, int]:
+    """Claim one batch, plan it (:func:`~scout_tasks.policy.plan_batch`), write it."""
     with engine.begin() as conn:
         claimed = schedules.claim_due(conn, batch_size)
         if not claimed:
             return {}, 0
         now = db_now(conn)
-        new_runs: list[runs.NewScheduledRun] = []
-        plans: list[tuple[DueSchedule, Plan | None]] = []
-        for due in claimed:
-            try:
-                p = plan(due, now)
-            except InvalidInput as exc:
-                log.error(
-                    "schedule cannot be fired: %s",
-                    exc,
-                    extra={"action": "schedule.invalid", "schedule_id": str(due.id)},
-                )
-                plans.append((due, None))
-                continue
-            plans.append((due, p))
-            for slot in p.slots:
-                new_runs.append(
-                    runs.NewScheduledRun(
-                        id=uuid.uuid4(),
-                        schedule_id=due.id,
-                        scheduled_for=slot,
-                        triggered_by=due.name,
-                        source=due.source,
-                        max_strategies=due.max_strategies,
-                    )
-                )
-            if p.skipped:
-                log.info(
-                    "skipped %d slot(s) (%s)",
-                    p.skipped,
-                    p.reason,
-                    extra={
-                        "action": f"schedule.skipped_{p.reason}",
-                        "schedule_id": str(due.id),
-                        "slot": due.next_run_at.isoformat(),
-                    },
-                )
-        inserted = runs.insert_scheduled_runs(conn, new_runs)
-        events = []
-        last_run: dict[uuid.UUID, uuid.UUID] = {}
-        for run in new_runs:
-            if run.id not in inserted:
-                log.debug(
-                    "slot already has a run",
-                    extra={
-                        "action": "run.duplicate_slot",
-                        "schedule_id": str(run.schedule_id),
-                        "slot": run.scheduled_for.isoformat(),
-                    },
-                )
-                continue
-            last_run[run.schedule_id] = run.id
-            # Built without re-validation: every value was just read from typed columns.
-            event = TriggerEvent.model_construct(
-                event_id=uuid.uuid4(),
-                timestamp=now,
-                run_id=run.id,
-                source=run.source,
-                max_strategies=run.max_strategies,
-                trigger_type="scheduled",
-                triggered_by=run.triggered_by,
-                schedule_id=run.schedule_id,
-                scheduled_for=run.scheduled_for,
-            )
-            events.append(outbox.PendingEvent(event.event_id, TRIGGER, event.to_payload(), run.id))
-        queued = outbox.add_events(conn, events)
-        ids, nexts, run_ids, skipped = [], [], [], []
-        invalid: list[tuple[uuid.UUID, str]] = []
-        for due, p in plans:
-            if p is None:
-                invalid.append(
-                    (due.id, f"cannot evaluate {due.cron_expression!r} in {due.timezone}")
-                )
-                continue
-            ids.append(due.id)
-            nexts.append(p.next_run_at)
-            run_ids.append(last_run.get(due.id))
-            skipped.append(p.skipped)
-        schedules.advance(conn, ids, nexts, run_ids, skipped)
-        if invalid:
-            schedules.set_next_run(
-                conn, [i for i, _ in invalid], [None] * len(invalid), [e for _, e in invalid]
-            )
+        batch = plan_batch(claimed, now)
+        inserted, queued = _write_batch(conn, batch, now)
     report.claimed += len(claimed)
     report.runs += len(inserted)
-    report.skipped += sum(skipped)
+    report.skipped += batch.skipped
+    report.invalid += len(batch.invalid)
+    _log_batch(batch, inserted, len(claimed))
+    return queued, len(claimed)
+
+
+def _write_batch(
+    conn: Connection, batch: BatchPlan, now: datetime
+) -> tuple[set[uuid.UUID], outbox.Queued]:
+    """Insert the runs (a slot that already has one is skipped), their events, the advances."""
+    inserted = runs.insert_scheduled_runs(conn, batch.runs)
+    events = []
+    last_run: dict[uuid.UUID, uuid.UUID] = {}
+    for run in batch.runs:
+        if run.id not in inserted:
+            continue
+        last_run[run.schedule_id] = run.id
+        # Built without re-validation: every value was just read from typed columns.
+        event = TriggerEvent.model_construct(
+            event_id=uuid.uuid4(),
+            timestamp=now,
+            run_id=run.id,
+            source=run.source,
+            max_strategies=run.max_strategies,
+            trigger_type="scheduled",
+            triggered_by=run.triggered_by,
+            schedule_id=run.schedule_id,
+            scheduled_for=run.scheduled_for,
+        )
+        events.append(outbox.PendingEvent(event.event_id, TRIGGER, event.to_payload(), run.id))
+    queued = outbox.add_events(conn, events)
+    advances = batch.advances
+    schedules.advance(
+        conn,
+        [a.schedule_id for a in advances],
+        [a.next_run_at for a in advances],
+        [last_run.get(a.schedule_id) for a in advances],
+        [a.skipped for a in advances],
+    )
+    if batch.invalid:
+        schedules.set_next_run(
+            conn,
+            [i.schedule_id for i in batch.invalid],
+            [None] * len(batch.invalid),
+            [i.error for i in batch.invalid],
+        )
+    return inserted, queued
+
+
+def _log_batch(batch: BatchPlan, inserted: set[uuid.UUID], claimed: int) -> None:
+    for bad in batch.invalid:
+        log.error(
+            "schedule cannot be fired: %s",
+            bad.error,
+            extra={"action": "schedule.invalid", "schedule_id": str(bad.schedule_id)},
+        )
+    for a in batch.advances:
+        if a.skipped:
+            log.info(
+                "skipped %d slot(s) (%s)",
+                a.skipped,
+                a.reason,
+                extra={
+                    "action": f"schedule.skipped_{a.reason}",
+                    "schedule_id": str(a.schedule_id),
+                    "slot": a.due_at.isoformat() if a.due_at else None,
+                },
+            )
     if len(inserted) > _LOGGED_ONE_BY_ONE:
         # A burst: one line per batch at INFO; the runs' ids are in the table.
         log.info(
             "%d run(s) created for %d claimed schedule(s)",
             len(inserted),
-            len(claimed),
+            claimed,
             extra={"action": "run.created_batch", "runs": len(inserted)},
         )
     level = logging.INFO if len(inserted) <= _LOGGED_ONE_BY_ONE else logging.DEBUG
-    if log.isEnabledFor(level):
-        for run in new_runs:
-            if run.id in inserted:
-                log.log(
-                    level,
-                    "run created",
-                    extra={
-                        "action": "run.created",
-                        "run_id": str(run.id),
-                        "schedule_id": str(run.schedule_id),
-                        "slot": run.scheduled_for.isoformat(),
-                    },
-                )
-    return queued, len(claimed)
+    if not log.isEnabledFor(min(level, logging.DEBUG)):
+        return
+    for run in batch.runs:
+        if run.id not in inserted:
+            log.debug(
+                "slot already has a run",
+                extra={
+                    "action": "run.duplicate_slot",
+                    "schedule_id": str(run.schedule_id),
+                    "slot": run.scheduled_for.isoformat(),
+                },
+            )
+        else:
+            log.log(
+                level,
+                "run created",
+                extra={
+                    "action": "run.created",
+                    "run_id": str(run.id),
+                    "schedule_id": str(run.schedule_id),
+                    "slot": run.scheduled_for.isoformat(),
+                },
+            )

@@ -19,6 +19,7 @@ transport can give (see :meth:`ConfirmingPublisher._publish_unconfirmed`).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -30,9 +31,9 @@ from amqp.exceptions import AMQPError
 from kombu import Exchange, Producer
 from kombu.exceptions import KombuError
 
-from scout_tasks.embedded import broker_transport_options
+from scout_tasks.broker import broker_transport_options
 from scout_tasks.errors import PublishError
-from scout_tasks.settings import mask_url, missing_url_error
+from scout_tasks.settings import get_settings, mask_url, missing_url_error
 
 log = logging.getLogger(__name__)
 
@@ -345,3 +346,28 @@ class SharedPublisher(ConfirmingPublisher):
     def close(self) -> None:
         with self._lock:
             super().close()
+
+
+# --- the per-process publisher (tasks in a worker's pool children) ---------------------
+
+_process_publisher: tuple[int, ConfirmingPublisher] | None = None
+
+
+def process_publisher() -> ConfirmingPublisher:
+    """This process's confirming publisher (one per pool child, made after fork)."""
+    global _process_publisher
+    if _process_publisher is None or _process_publisher[0] != os.getpid():
+        settings = get_settings()
+        _process_publisher = (
+            os.getpid(),
+            ConfirmingPublisher(settings.broker_url, settings.exchange),
+        )
+    return _process_publisher[1]
+
+
+def close_process_publisher() -> None:
+    """Close this process's publisher (a forked child only forgets the parent's)."""
+    global _process_publisher
+    if _process_publisher is not None and _process_publisher[0] == os.getpid():
+        _process_publisher[1].close()
+    _process_publisher = None

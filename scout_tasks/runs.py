@@ -159,30 +159,6 @@ def cancel_run(conn: Connection, run_id: uuid.UUID) -> dict[str, Any]:
 # created_at <= started_at <= completed_at holds even when an agent's clock is
 # off. Every applied event sets updated_at: the sweep measures silence from it.
 
-_RECORD_EVENT = text(
-    """
-    INSERT INTO scout_run_events (event_id, run_id, event_type)
-    VALUES (:event_id, :run_id, :event_type)
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING event_id
-    """
-)
-
-
-def record_run_event(
-    conn: Connection, *, event_id: uuid.UUID, run_id: uuid.UUID, event_type: str
-) -> bool:
-    """Write ``event_id`` to the ledger; False when it was already there (a duplicate).
-
-    A concurrent transaction inserting the same id makes this one wait for its
-    outcome, so exactly one of them gets True.
-    """
-    row = conn.execute(
-        _RECORD_EVENT, {"event_id": event_id, "run_id": run_id, "event_type": event_type}
-    ).one_or_none()
-    return row is not None
-
-
 _MARK_STARTED = text(
     """
     UPDATE scout_runs
@@ -204,42 +180,68 @@ def mark_run_started(conn: Connection, run_id: uuid.UUID) -> bool:
     return conn.execute(_MARK_STARTED, {"run_id": run_id}).one_or_none() is not None
 
 
+# An agent's timestamp only orders its progress events, and only while it is
+# plausible: one more than :max_ahead seconds ahead of the database's clock (a
+# forged 9999-12-31, say) counts as received now, and a stored ``at`` that far
+# ahead (written before this rule) no longer outranks anything. Otherwise one
+# forged event would freeze the run's progress for good.
 _RECORD_PROGRESS = text(
     """
+    WITH stamp AS (
+        SELECT CASE
+            WHEN CAST(:at AS timestamptz) IS NULL
+                 OR CAST(:at AS timestamptz) > now() + make_interval(secs => :max_ahead)
+            THEN now()
+            ELSE CAST(:at AS timestamptz)
+        END AS at
+    )
     UPDATE scout_runs
     SET status = 'running',
         started_at = COALESCE(started_at, now()),
         updated_at = now(),
         metrics = CASE
             WHEN metrics -> 'progress' ->> 'at' IS NULL
+                 OR CAST(metrics -> 'progress' ->> 'at' AS timestamptz) <= stamp.at
                  OR CAST(metrics -> 'progress' ->> 'at' AS timestamptz)
-                    <= COALESCE(CAST(:at AS timestamptz), now())
+                    > now() + make_interval(secs => :max_ahead)
             THEN jsonb_set(
                 COALESCE(metrics, '{}'::jsonb),
                 '{progress}',
-                CAST(:progress AS jsonb)
-                || jsonb_build_object('at', COALESCE(CAST(:at AS timestamptz), now()))
+                CAST(:progress AS jsonb) || jsonb_build_object('at', stamp.at)
             )
             ELSE metrics
         END
+    FROM stamp
     WHERE id = :run_id AND status IN ('pending', 'running')
     RETURNING id
     """
 )
 
+# How far ahead of the database's clock an agent's timestamp may be and still count.
+PROGRESS_MAX_AHEAD_SECONDS = 300
+
 
 def record_run_progress(
-    conn: Connection, run_id: uuid.UUID, progress: dict[str, Any], at: datetime | None
+    conn: Connection,
+    run_id: uuid.UUID,
+    progress: dict[str, Any],
+    at: datetime | None,
+    *,
+    max_ahead: float = PROGRESS_MAX_AHEAD_SECONDS,
 ) -> bool:
     """Keep the latest progress in ``metrics['progress']``; True when the run is active.
 
     The stored object gets an ``at`` key (the event's timestamp, else the
     database's now()): a progress event that arrives after a newer one (a
-    redelivery, say) does not overwrite it. A progress before any
-    ``scout.started`` means the agent did start, so the run becomes running.
+    redelivery, say) does not overwrite it. A timestamp more than
+    ``max_ahead`` seconds in the future is replaced by now(). A progress
+    before any ``scout.started`` means the agent did start, so the run becomes
+    running. Silence is measured from ``updated_at`` (now(), whatever the
+    event says), so no timestamp can keep a run from the stale-run sweep.
     """
     row = conn.execute(
-        _RECORD_PROGRESS, {"run_id": run_id, "progress": json.dumps(progress), "at": at}
+        _RECORD_PROGRESS,
+        {"run_id": run_id, "progress": json.dumps(progress), "at": at, "max_ahead": max_ahead},
     ).one_or_none()
     return row is not None
 

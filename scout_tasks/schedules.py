@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from scout_tasks.db import translate_db_error
 from scout_tasks.errors import DuplicateScheduleName, ScheduleNotFound
 from scout_tasks.tables import schedules
 
@@ -26,10 +27,9 @@ def _as_dict(row: Row[Any]) -> dict[str, Any]:
 
 
 def _translate(exc: IntegrityError, name: str | None) -> Exception:
-    constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
-    if constraint == "uq_scout_schedules_name" and name is not None:
-        return DuplicateScheduleName(name)
-    return exc
+    """A taken name becomes DuplicateScheduleName; any other refusal stays the driver's."""
+    translated = translate_db_error(exc, schedule_name=name)
+    return translated if isinstance(translated, DuplicateScheduleName) else exc
 
 
 def create_schedule(conn: Connection, values: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +112,11 @@ def delete_schedule(conn: Connection, schedule_id: uuid.UUID) -> None:
 
 
 def touch_all(conn: Connection) -> None:
-    """Wake every beat (the explicit reload): a no-op write fires the NOTIFY trigger."""
+    """Wake every beat (the explicit reload): NOTIFY the channel the beats LISTEN on.
+
+    Sent when the transaction commits, like the trigger's NOTIFY on a real change;
+    no row is written.
+    """
     conn.execute(text("SELECT pg_notify('scout_schedules', 'reload')"))
 
 
@@ -129,7 +133,8 @@ class DueSchedule:
     timezone: str
     source: str
     max_strategies: int
-    next_run_at: datetime
+    # None when the stored value is outside what Python can hold (see _CLAIM_DUE).
+    next_run_at: datetime | None
     misfire_policy: str
     misfire_grace_seconds: int
     overlap_policy: str
@@ -140,7 +145,12 @@ class DueSchedule:
 _CLAIM_DUE = text(
     """
     SELECT s.id, s.name, s.cron_expression, s.timezone, s.source, s.max_strategies,
-           s.next_run_at, s.misfire_policy, s.misfire_grace_seconds, s.overlap_policy,
+           -- A timestamp Python cannot hold would fail the whole batch's fetch:
+           -- read as NULL, it sets just that schedule aside.
+           CASE WHEN s.next_run_at >= '0001-01-01 00:00:00+00'
+                 AND s.next_run_at < '10000-01-01 00:00:00+00'
+                THEN s.next_run_at END AS next_run_at,
+           s.misfire_policy, s.misfire_grace_seconds, s.overlap_policy,
            CASE WHEN s.overlap_policy = 'skip' THEN
                (SELECT r.status FROM scout_runs r WHERE r.id = s.last_run_id)
            END AS last_run_status
@@ -159,7 +169,7 @@ def claim_due(conn: Connection, limit: int) -> list[DueSchedule]:
     SKIP LOCKED makes concurrent claimers split the work instead of queueing on
     each other; "due" is measured by the database's clock, which every host shares.
     """
-    return [DueSchedule(*row) for row in conn.execute(_CLAIM_DUE, {"limit": limit})]
+    return [DueSchedule(**row._mapping) for row in conn.execute(_CLAIM_DUE, {"limit": limit})]
 
 
 _CLAIM_UNSCHEDULED = text(
@@ -242,6 +252,8 @@ def set_next_run(
     )
 
 
+# Two index probes on the partial due-index, never a scan of all schedules. The
+# beat runs it on its own psycopg2 session (the one that LISTENs).
 HORIZON_QUERY = text(
     """
     SELECT now() AS now,
@@ -261,12 +273,6 @@ class Horizon:
     now: datetime
     earliest: datetime | None
     unscheduled: bool
-
-
-def horizon(conn: Connection) -> Horizon:
-    """Two index probes on the partial due-index, never a scan of all schedules."""
-    row = conn.execute(HORIZON_QUERY).one()
-    return Horizon(row.now, row.earliest, row.unscheduled)
 
 
 def enabled_and_skipped_totals(conn: Connection) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Configuration read from the environment (and an optional ``.env`` file).
 
-The variable names are part of the contract (CONTRACT.md); everything else about
+The variable names are part of the contract (docs/contract.md); everything else about
 the process reads its configuration from :func:`get_settings`.
 
 ``SCOUT_DATABASE_URL`` and ``SCOUT_BROKER_URL`` have no fixed default: unset,
@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from scout_tasks.dev import state as dev_state
 from scout_tasks.errors import ConfigurationError
 
 
@@ -111,9 +112,7 @@ def resolve(settings: Settings, folder: Path | str | None = None) -> Settings:
     """
     if settings.database_url is not None and settings.broker_url is not None:
         return settings
-    from scout_tasks import embedded
-
-    instance = embedded.running_instance(embedded.Layout.here(folder))
+    instance = dev_state.running_instance(dev_state.Layout.here(folder))
     if instance is not None:
         return settings.model_copy(
             update={
@@ -131,12 +130,10 @@ def resolve(settings: Settings, folder: Path | str | None = None) -> Settings:
 
 def missing_url_error(unset: Sequence[str], folder: Path | str | None = None) -> ConfigurationError:
     """The one line for URLs that are neither set nor provided by a `scout-tasks dev` here."""
-    from scout_tasks import embedded
-
-    layout = embedded.Layout.here(folder)
+    layout = dev_state.Layout.here(folder)
     stale = (
-        f" (the one recorded in {embedded.STATE_DIR}/{embedded.STATE_FILE} has stopped)"
-        if embedded.read_state(layout) is not None
+        f" (the one recorded in {dev_state.STATE_DIR}/{dev_state.STATE_FILE} has stopped)"
+        if dev_state.read_state(layout) is not None
         else ""
     )
     return ConfigurationError(

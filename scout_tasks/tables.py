@@ -1,7 +1,7 @@
 """The database schema as SQLAlchemy Core tables: the one description Alembic compares against.
 
 Defaults live on the server (``server_default``) so that an operator's plain SQL
-INSERT naming only the seed's columns works.
+INSERT naming only the original columns (docs/contract.md, "Database") works.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ metadata = MetaData(
 )
 
 RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
-TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 TRIGGER_TYPES = ("scheduled", "manual", "event")
 MISFIRE_POLICIES = ("coalesce", "skip", "catch_up")
 OVERLAP_POLICIES = ("allow", "skip")

@@ -8,38 +8,16 @@ retried or duplicated task finds the slot already fired and does nothing.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from scout_tasks import db, firing, lifecycle, outbox
-from scout_tasks.celery_app import app
-from scout_tasks.publisher import ConfirmingPublisher
+from scout_tasks import db, firing, outbox, sweep
+from scout_tasks.celery_app import FIRE, TICK, app
+from scout_tasks.publisher import process_publisher
 from scout_tasks.settings import get_settings
 
 log = logging.getLogger(__name__)
-
-TICK = "scout_tasks.tick"
-FIRE = "scout_tasks.fire"
-
-_publisher: tuple[int, ConfirmingPublisher] | None = None
-
-
-def get_publisher() -> ConfirmingPublisher:
-    """This process's confirming publisher (one per pool child, made after fork)."""
-    global _publisher
-    if _publisher is None or _publisher[0] != os.getpid():
-        settings = get_settings()
-        _publisher = (os.getpid(), ConfirmingPublisher(settings.broker_url, settings.exchange))
-    return _publisher[1]
-
-
-def close_publisher() -> None:
-    global _publisher
-    if _publisher is not None and _publisher[0] == os.getpid():
-        _publisher[1].close()
-    _publisher = None
 
 
 def _expires() -> float:
@@ -58,7 +36,7 @@ def _fire(slot: str | None, origin: str) -> dict[str, Any]:
     try:
         report = firing.fire_due(
             engine,
-            get_publisher(),
+            process_publisher(),
             batch_size=settings.fire_batch_size,
             on_full_batch=fan_out,
         )
@@ -103,7 +81,7 @@ def tick(slot: str | None = None) -> dict[str, Any]:
     """The periodic safety net: deliver stranded events, then fire anything due."""
     relayed = 0
     try:
-        relayed = outbox.relay(db.get_engine(), get_publisher()).published
+        relayed = outbox.relay(db.get_engine(), process_publisher()).published
     except DBAPIError as exc:
         log.warning(
             "database unavailable, outbox relay skipped: %s",
@@ -129,7 +107,7 @@ def _sweep(slot: str | None) -> int:
     """Fail runs whose agent never started or went silent (they would stay active forever)."""
     settings = get_settings()
     try:
-        return lifecycle.sweep_stale_runs(
+        return sweep.sweep_stale_runs(
             db.get_engine(), None, settings.run_pending_timeout, settings.run_timeout
         )
     except DBAPIError as exc:

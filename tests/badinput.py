@@ -3,7 +3,7 @@
 One list per field. Every :class:`Bad` value must be refused (HTTP 422, or exit 2 on the
 command line) by a message that names ``field``, and nothing may be written. Every
 :class:`Good` value must be accepted and read back as ``stored`` (the value itself unless
-the rule normalises it). The rules are CONTRACT.md's "Validation" section: ``name``
+the rule normalises it). The rules are docs/contract.md's "Validation" section: ``name``
 1..255 characters, ``cron_expression`` standard five fields that can fire, ``timezone``
 an IANA name, ``source`` 1..50 characters, ``max_strategies`` 1..1000.
 

@@ -6,6 +6,9 @@
 - RabbitMQ: tests run in their own vhost (``SCOUT_TEST_VHOST``, created by
   ``.ci/run`` or here with rabbitmqctl) and each test gets a uniquely named
   exchange and task queue, deleted afterwards.
+- Tests marked ``restart`` really stop and start the machine's PostgreSQL and
+  RabbitMQ, taking them away from every other user; they run only when
+  ``SCOUT_TEST_RESTART_SERVERS=1`` (``.ci/run`` sets it) and are skipped otherwise.
 """
 
 from __future__ import annotations
@@ -33,6 +36,19 @@ ADMIN_URL = os.environ.get("SCOUT_TEST_ADMIN_URL", "postgresql://postgres@127.0.
 AMQP_ROOT = os.environ.get("SCOUT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
 VHOST = os.environ.get("SCOUT_TEST_VHOST", "scout-tasks-test")
 TEMPLATE = f"scout_test_template_{os.getpid()}"
+RESTART_SERVERS = "SCOUT_TEST_RESTART_SERVERS"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the ``restart`` tests unless asked: a workstation's servers serve others too."""
+    if os.environ.get(RESTART_SERVERS) == "1":
+        return
+    skip = pytest.mark.skip(
+        reason=f"restarts the machine's PostgreSQL/RabbitMQ; set {RESTART_SERVERS}=1 to run it"
+    )
+    for item in items:
+        if item.get_closest_marker("restart") is not None:
+            item.add_marker(skip)
 
 
 def _admin() -> Any:

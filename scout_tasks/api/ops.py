@@ -25,7 +25,7 @@ from scout_tasks import outbox, runs, schedules
 from scout_tasks.api.deps import ScoutDep
 from scout_tasks.api.errors import documented, error, first_line
 from scout_tasks.api.models import Health, Unhealthy
-from scout_tasks.embedded import broker_transport_options
+from scout_tasks.broker import broker_transport_options
 from scout_tasks.tables import RUN_STATUSES
 
 router = APIRouter(tags=["ops"])

@@ -7,6 +7,7 @@ lifecycle consumer -> the run row.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -114,8 +115,8 @@ def roundtrip(
             channel = conn.default_channel
             for name in (
                 task_queue,
-                f"{task_queue}.lifecycle",
-                f"{task_queue}.lifecycle.dead",
+                f"{task_queue}.lifecycle.v2",
+                f"{task_queue}.lifecycle.v2.dead",
                 agent_queue,
             ):
                 try:
@@ -123,6 +124,8 @@ def roundtrip(
                 except conn.channel_errors:
                     # A missing queue closes the channel; carry on with a new one.
                     channel = conn.channel()
+            with contextlib.suppress(conn.channel_errors):
+                channel.exchange_delete(f"{task_queue}.lifecycle.v2.dlx")
 
 
 def _start_agent(rt: dict[str, Any], broker_url: str, exchange: str, *extra: str) -> AgentProcess:

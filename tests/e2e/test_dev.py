@@ -215,3 +215,55 @@ def test_dev_runs_from_nothing_and_leaves_nothing_behind(project: Path) -> None:
     lines = after.stderr.strip().splitlines()
     assert len(lines) == 1, after.stderr
     assert f"no `scout-tasks dev` running in {project}" in lines[0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the root case: PostgreSQL runs as nobody")
+def test_dev_as_root_in_a_private_folder_keeps_postgres_in_the_temp_dir() -> None:
+    """``cd $(mktemp -d) && scout-tasks dev`` as root: ``nobody`` cannot enter the folder.
+
+    PostgreSQL's files go to the project's folder in the system temp dir, 0700
+    and owned by nobody, recorded in dev.json; the user's folder stays 0700. A
+    reboot that empties the temp dir (simulated by deleting it) means a fresh
+    database, not a failure.
+    """
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    project = Path(tempfile.mkdtemp(prefix="scout-dev-private-")).resolve()
+    assert project.stat().st_mode & 0o777 == 0o700
+    server_dir: Path | None = None
+    try:
+        dev = Dev(project, "--no-api")
+        try:
+            dev.wait_for(r"^scout-tasks dev: ready in [0-9.]+s", timeout=60)
+            state = json.loads((project / ".scout" / "dev.json").read_text())
+            pgdata = Path(state["pgdata"])
+            server_dir = pgdata.parent
+            assert server_dir.parent == Path(tempfile.gettempdir())
+            for folder in (server_dir, pgdata):
+                info = folder.stat()
+                assert (info.st_uid, info.st_mode & 0o777) == (nobody.pw_uid, 0o700), folder
+            assert project.stat().st_mode & 0o777 == 0o700
+            listed = _cli(project, "schedules", "list", "--json")
+            assert listed.returncode == 0, listed.stderr
+            assert [s["name"] for s in json.loads(listed.stdout)] == ["demo: every minute"]
+        finally:
+            dev.interrupt()
+        assert dev.proc.returncode == 0, dev.output()
+        assert _processes_in(server_dir) == []
+
+        # The temp dir emptied by a reboot: the next start initialises a new database.
+        shutil.rmtree(server_dir)
+        again = Dev(project, "--no-api")
+        try:
+            again.wait_for(r"^scout-tasks dev: starting PostgreSQL \(first run: initialising ", 30)
+            again.wait_for(r"^scout-tasks dev: ready in [0-9.]+s", timeout=60)
+            assert (server_dir / "pgdata" / "PG_VERSION").exists()
+        finally:
+            again.interrupt()
+        assert again.proc.returncode == 0, again.output()
+        assert _processes_in(server_dir) == [] and _processes_in(project) == []
+    finally:
+        shutil.rmtree(project, ignore_errors=True)
+        if server_dir is not None:
+            shutil.rmtree(server_dir, ignore_errors=True)

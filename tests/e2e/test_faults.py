@@ -50,7 +50,7 @@ class Stack:
         for proc in self.procs:
             proc.stop()
         with kombu.Connection(self.broker_url) as conn:
-            for suffix in ("", ".lifecycle", ".lifecycle.dead"):
+            for suffix in ("", ".lifecycle.v2", ".lifecycle.v2.dead"):
                 conn.default_channel.queue_delete(self.env["SCOUT_TASK_QUEUE"] + suffix)
 
 

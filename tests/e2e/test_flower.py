@@ -107,7 +107,8 @@ def flower_stack(
             procs[name].stop()
         with kombu.Connection(broker_url) as conn:
             channel = conn.default_channel
-            for queue in (task_queue, f"{task_queue}.lifecycle", f"{task_queue}.lifecycle.dead"):
+            lifecycle = f"{task_queue}.lifecycle.v2"
+            for queue in (task_queue, lifecycle, f"{lifecycle}.dead"):
                 try:
                     channel.queue_delete(queue)
                 except conn.channel_errors:

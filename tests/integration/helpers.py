@@ -27,7 +27,7 @@ from tests.conftest import ADMIN_URL
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCOUT_TASKS = str(Path(sys.executable).with_name("scout-tasks"))
 
-# The keys a `scout.trigger` payload must carry (CONTRACT.md, "Events").
+# The keys a `scout.trigger` payload must carry (docs/contract.md, "Events").
 TRIGGER_KEYS = frozenset(
     {
         "event_id",

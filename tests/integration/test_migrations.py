@@ -151,7 +151,7 @@ def test_db_upgrade_command(empty_url: str, tmp_path: Path) -> None:
 
 
 def test_alembic_from_the_repo_root(empty_url: str) -> None:
-    """CONTRACT: `alembic upgrade head` from the repo root works too."""
+    """docs/contract.md: `alembic upgrade head` from the repo root works too."""
     root = REPO_ROOT
     if not (root / "alembic.ini").exists():
         pytest.fail("alembic.ini is missing from the repo root")

@@ -1,6 +1,6 @@
-"""Plain SQL is a first-class way to change a schedule (CONTRACT, "Database").
+"""Plain SQL is a first-class way to change a schedule (docs/contract.md, "Database").
 
-An INSERT naming only the seed's columns works, the trigger keeps next_run_at
+An INSERT naming only the original columns works, the trigger keeps next_run_at
 honest on UPDATE, and the scheduler computes what SQL left NULL.
 """
 
@@ -250,3 +250,32 @@ def test_invalid_cron_that_is_already_due_keeps_its_error(engine: Engine, publis
     assert count(engine, "scout_runs") == 0
     assert broken["next_run_at"] is None
     assert broken["last_error"], "the schedule's error was not recorded after the pass"
+
+
+@pytest.mark.parametrize("stored", ["0001-01-01 00:00:00+00 BC", "-infinity"])
+def test_a_next_run_at_python_cannot_hold_is_set_aside_alone(
+    engine: Engine, publisher, stored: str
+) -> None:
+    """A timestamp before year 1 would fail the fetch of the whole batch; only its row fails."""
+    _seed(engine, "good", "* * * * *")
+    _set_next(engine, "good", datetime.now(UTC) - timedelta(seconds=5))
+    _seed(engine, "ancient", "* * * * *")
+    try:
+        execute(
+            engine,
+            "UPDATE scout_schedules SET next_run_at = CAST(:v AS timestamptz) "
+            "WHERE name = 'ancient'",
+            v=stored,
+        )
+    except Exception as exc:  # noqa: BLE001 - a CHECK constraint may forbid the value
+        pytest.skip(f"the schema refuses {stored!r} now: {exc}")
+
+    report = firing.fire_due(engine, publisher)
+
+    assert report.runs == 1
+    assert report.invalid == 1
+    assert count(engine, "scout_runs") == 1
+    ancient = _schedule(engine, "ancient")
+    assert ancient["next_run_at"] is None
+    assert "out of range" in ancient["last_error"]
+    assert _schedule(engine, "good")["next_run_at"] > datetime.now(UTC)

@@ -146,7 +146,7 @@ def test_celery_worker_and_beat_never_print_a_password(
         for proc in procs.values():
             proc.stop()
         with kombu.Connection(broker_url) as conn:
-            for name in (queue, f"{queue}.lifecycle", f"{queue}.lifecycle.dead"):
+            for name in (queue, f"{queue}.lifecycle.v2", f"{queue}.lifecycle.v2.dead"):
                 with contextlib.suppress(Exception):
                     conn.default_channel.queue_delete(queue=name)
 

@@ -1,4 +1,4 @@
-"""Cron semantics (CONTRACT.md, "Cron semantics"), cronsim style.
+"""Cron semantics (docs/contract.md, "Cron semantics"), cronsim style.
 
 Every instant is fixed and every expectation is an ISO 8601 string with its UTC
 offset, so a failure shows exactly which wall time and which offset went wrong.

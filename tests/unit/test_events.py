@@ -1,4 +1,4 @@
-"""Event payloads on the wire (CONTRACT.md, "Events") and secrets kept out of logs."""
+"""Event payloads on the wire (docs/contract.md, "Events") and secrets kept out of logs."""
 
 from __future__ import annotations
 

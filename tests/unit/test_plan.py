@@ -1,4 +1,4 @@
-"""firing.plan: which slots of a due schedule get a run, with time as an argument.
+"""policy.plan: which slots of a due schedule get a run, with time as an argument.
 
 ``next_run_at`` is the first missed slot (possibly off the cron grid), ``now``
 is the database's clock at the tick. Expectations are ISO strings in UTC, as
@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from scout_tasks import firing
-from scout_tasks.firing import Plan
+from scout_tasks.policy import MAX_CATCH_UP, Plan, plan
 from scout_tasks.schedules import DueSchedule
 
 POLICIES = ["coalesce", "skip", "catch_up"]
@@ -63,7 +62,7 @@ def summary(p: Plan) -> dict[str, Any]:
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_single_slot_on_time(policy: str) -> None:
-    p = firing.plan(
+    p = plan(
         due("*/5 * * * *", "2025-01-01T10:05:00+00:00", policy=policy),
         at("2025-01-01T10:05:02+00:00"),
     )
@@ -77,7 +76,7 @@ def test_single_slot_on_time(policy: str) -> None:
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_tick_exactly_at_the_slot(policy: str) -> None:
-    p = firing.plan(
+    p = plan(
         due("0 12 * * *", "2025-01-01T12:00:00+00:00", policy=policy),
         at("2025-01-01T12:00:00+00:00"),
     )
@@ -93,7 +92,7 @@ OUTAGE = ("0 * * * *", "2025-01-01T03:00:00+00:00")
 
 
 def test_coalesce_runs_the_latest_missed_slot_however_old() -> None:
-    p = firing.plan(due(*OUTAGE, policy="coalesce"), at("2025-01-01T10:20:00+00:00"))
+    p = plan(due(*OUTAGE, policy="coalesce"), at("2025-01-01T10:20:00+00:00"))
     assert summary(p) == {
         "slots": ["2025-01-01T10:00:00+00:00"],
         "next_run_at": "2025-01-01T11:00:00+00:00",
@@ -103,7 +102,7 @@ def test_coalesce_runs_the_latest_missed_slot_however_old() -> None:
 
 
 def test_skip_runs_nothing_when_every_slot_is_stale() -> None:
-    p = firing.plan(due(*OUTAGE, policy="skip"), at("2025-01-01T10:20:00+00:00"))
+    p = plan(due(*OUTAGE, policy="skip"), at("2025-01-01T10:20:00+00:00"))
     assert summary(p) == {
         "slots": [],
         "next_run_at": "2025-01-01T11:00:00+00:00",
@@ -113,7 +112,7 @@ def test_skip_runs_nothing_when_every_slot_is_stale() -> None:
 
 
 def test_skip_runs_the_on_time_slot_and_counts_the_stale_ones() -> None:
-    p = firing.plan(due(*OUTAGE, policy="skip"), at("2025-01-01T10:00:30+00:00"))
+    p = plan(due(*OUTAGE, policy="skip"), at("2025-01-01T10:00:30+00:00"))
     assert summary(p) == {
         "slots": ["2025-01-01T10:00:00+00:00"],
         "next_run_at": "2025-01-01T11:00:00+00:00",
@@ -123,7 +122,7 @@ def test_skip_runs_the_on_time_slot_and_counts_the_stale_ones() -> None:
 
 
 def test_skip_a_single_stale_slot() -> None:
-    p = firing.plan(
+    p = plan(
         due("0 12 * * *", "2025-01-01T12:00:00+00:00", policy="skip", grace=60),
         at("2025-01-01T12:05:00+00:00"),
     )
@@ -136,7 +135,7 @@ def test_skip_a_single_stale_slot() -> None:
 
 
 def test_catch_up_runs_nothing_when_every_slot_is_stale() -> None:
-    p = firing.plan(due(*OUTAGE, policy="catch_up"), at("2025-01-01T10:20:00+00:00"))
+    p = plan(due(*OUTAGE, policy="catch_up"), at("2025-01-01T10:20:00+00:00"))
     assert summary(p) == {
         "slots": [],
         "next_run_at": "2025-01-01T11:00:00+00:00",
@@ -148,7 +147,7 @@ def test_catch_up_runs_nothing_when_every_slot_is_stale() -> None:
 def test_catch_up_runs_every_slot_within_the_grace() -> None:
     # Every 10 minutes from 10:00, now 10:55:30, grace 25 minutes: the window
     # starts at 10:30:30, so 10:40 and 10:50 run; 10:00..10:30 are skipped.
-    p = firing.plan(
+    p = plan(
         due("*/10 * * * *", "2025-01-01T10:00:00+00:00", policy="catch_up", grace=1500),
         at("2025-01-01T10:55:30+00:00"),
     )
@@ -161,7 +160,7 @@ def test_catch_up_runs_every_slot_within_the_grace() -> None:
 
 
 def test_catch_up_runs_them_all_when_all_are_within_the_grace() -> None:
-    p = firing.plan(
+    p = plan(
         due("*/10 * * * *", "2025-01-01T10:00:00+00:00", policy="catch_up", grace=3600),
         at("2025-01-01T10:30:00+00:00"),
     )
@@ -181,16 +180,16 @@ def test_catch_up_runs_them_all_when_all_are_within_the_grace() -> None:
 def test_catch_up_is_capped() -> None:
     # Every minute for ten hours, all within a one-day grace: 601 slots, of
     # which only the latest MAX_CATCH_UP get a run.
-    p = firing.plan(
+    p = plan(
         due("* * * * *", "2025-01-01T00:00:00+00:00", policy="catch_up", grace=86400),
         at("2025-01-01T10:00:30+00:00"),
     )
-    assert firing.MAX_CATCH_UP == 100
-    assert len(p.slots) == firing.MAX_CATCH_UP
+    assert MAX_CATCH_UP == 100
+    assert len(p.slots) == MAX_CATCH_UP
     assert p.slots[0].isoformat() == "2025-01-01T08:21:00+00:00"
     assert p.slots[-1].isoformat() == "2025-01-01T10:00:00+00:00"
     assert list(p.slots) == sorted(set(p.slots))
-    assert p.skipped == 601 - firing.MAX_CATCH_UP
+    assert p.skipped == 601 - MAX_CATCH_UP
     assert p.next_run_at.isoformat() == "2025-01-01T10:01:00+00:00"
 
 
@@ -199,7 +198,7 @@ def test_a_slot_exactly_grace_seconds_old_is_on_time(policy: str) -> None:
     # Every 10 minutes from 10:00; at 10:21 with a 60 s grace, 10:20 is
     # exactly 60 s old: "no older than misfire_grace_seconds", so on time.
     # 10:00 and 10:10 are stale. skip and catch_up must agree on 10:20.
-    p = firing.plan(
+    p = plan(
         due("*/10 * * * *", "2025-01-01T10:00:00+00:00", policy=policy, grace=60),
         at("2025-01-01T10:21:00+00:00"),
     )
@@ -216,7 +215,7 @@ def test_a_slot_exactly_grace_seconds_old_is_on_time(policy: str) -> None:
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_off_grid_next_run_at_is_the_slot(policy: str) -> None:
-    p = firing.plan(
+    p = plan(
         due("0 * * * *", "2025-01-01T10:07:13+00:00", policy=policy),
         at("2025-01-01T10:07:14+00:00"),
     )
@@ -230,7 +229,7 @@ def test_off_grid_next_run_at_is_the_slot(policy: str) -> None:
 
 def test_off_grid_in_the_schedule_zone_returns_to_local_slots() -> None:
     # 09:30 in Kolkata (+05:30) is 04:00Z.
-    p = firing.plan(
+    p = plan(
         due("30 9 * * *", "2025-06-01T12:34:56+00:00", zone="Asia/Kolkata"),
         at("2025-06-01T12:35:00+00:00"),
     )
@@ -243,13 +242,13 @@ def test_off_grid_in_the_schedule_zone_returns_to_local_slots() -> None:
 
 
 def test_off_grid_then_missed_grid_slots_coalesce() -> None:
-    p = firing.plan(due("0 * * * *", "2025-01-01T10:07:00+00:00"), at("2025-01-01T12:30:00+00:00"))
+    p = plan(due("0 * * * *", "2025-01-01T10:07:00+00:00"), at("2025-01-01T12:30:00+00:00"))
     assert summary(p)["slots"] == ["2025-01-01T12:00:00+00:00"]
     assert summary(p)["next_run_at"] == "2025-01-01T13:00:00+00:00"
 
 
 def test_off_grid_then_missed_grid_slots_catch_up() -> None:
-    p = firing.plan(
+    p = plan(
         due("0 * * * *", "2025-01-01T10:07:00+00:00", policy="catch_up", grace=7200),
         at("2025-01-01T11:00:30+00:00"),
     )
@@ -266,7 +265,7 @@ def test_off_grid_then_missed_grid_slots_catch_up() -> None:
 
 @pytest.mark.parametrize("status", ["pending", "running"])
 def test_overlap_skip_while_the_previous_run_is_live(status: str) -> None:
-    p = firing.plan(
+    p = plan(
         due("*/5 * * * *", "2025-01-01T10:05:00+00:00", overlap="skip", last_run_status=status),
         at("2025-01-01T10:05:02+00:00"),
     )
@@ -280,7 +279,7 @@ def test_overlap_skip_while_the_previous_run_is_live(status: str) -> None:
 
 @pytest.mark.parametrize("status", ["completed", "failed", "cancelled", None])
 def test_overlap_skip_runs_when_the_previous_run_has_ended(status: str | None) -> None:
-    p = firing.plan(
+    p = plan(
         due("*/5 * * * *", "2025-01-01T10:05:00+00:00", overlap="skip", last_run_status=status),
         at("2025-01-01T10:05:02+00:00"),
     )
@@ -290,7 +289,7 @@ def test_overlap_skip_runs_when_the_previous_run_has_ended(status: str | None) -
 
 @pytest.mark.parametrize("status", ["pending", "running"])
 def test_overlap_allow_runs_alongside_a_live_run(status: str) -> None:
-    p = firing.plan(
+    p = plan(
         due("*/5 * * * *", "2025-01-01T10:05:00+00:00", overlap="allow", last_run_status=status),
         at("2025-01-01T10:05:02+00:00"),
     )
@@ -298,7 +297,7 @@ def test_overlap_allow_runs_alongside_a_live_run(status: str) -> None:
 
 
 def test_overlap_skip_counts_the_misfires_too() -> None:
-    p = firing.plan(
+    p = plan(
         due(
             "*/10 * * * *",
             "2025-01-01T10:00:00+00:00",
@@ -333,7 +332,7 @@ def test_overlap_skip_counts_the_misfires_too() -> None:
 )
 @pytest.mark.parametrize("policy", POLICIES)
 def test_fixed_time_job_on_the_fall_back_night(now: str, policy: str) -> None:
-    p = firing.plan(
+    p = plan(
         due(
             "30 1 * * *",
             "2024-11-03T05:30:00+00:00",
@@ -353,7 +352,7 @@ def test_fixed_time_job_on_the_fall_back_night(now: str, policy: str) -> None:
 
 
 def test_hourly_job_on_the_fall_back_night_fires_in_both_passes() -> None:
-    p = firing.plan(
+    p = plan(
         due("0 * * * *", "2024-11-03T05:00:00+00:00", zone="America/New_York"),
         at("2024-11-03T05:00:01+00:00"),
     )
@@ -363,7 +362,7 @@ def test_hourly_job_on_the_fall_back_night_fires_in_both_passes() -> None:
 def test_fixed_time_job_in_the_spring_forward_gap() -> None:
     # 02:30 does not exist on 2024-03-10: the slot is 03:00 EDT (07:00Z) and the
     # next is 02:30 EDT the day after (06:30Z).
-    p = firing.plan(
+    p = plan(
         due("30 2 * * *", "2024-03-10T07:00:00+00:00", zone="America/New_York"),
         at("2024-03-10T07:00:01+00:00"),
     )
@@ -378,7 +377,7 @@ def test_fixed_time_job_in_the_spring_forward_gap() -> None:
 def test_coalesce_across_the_fall_back_night() -> None:
     # Beat down from 00:00 EDT to 01:40 EST (06:40Z): the hourly slots 01:00
     # EDT (05:00Z) and 01:00 EST (06:00Z) were both missed; the latest runs.
-    p = firing.plan(
+    p = plan(
         due("0 * * * *", "2024-11-03T04:00:00+00:00", zone="America/New_York"),
         at("2024-11-03T06:40:00+00:00"),
     )

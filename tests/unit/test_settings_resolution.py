@@ -17,7 +17,9 @@ import kombu
 import pytest
 from sqlalchemy.engine import make_url
 
-from scout_tasks import cli, embedded
+from scout_tasks import broker, cli
+from scout_tasks.dev import state
+from scout_tasks.dev.postgres import database_url
 from scout_tasks.errors import ConfigurationError
 from scout_tasks.publisher import ConfirmingPublisher
 from scout_tasks.settings import Settings, get_settings, resolve
@@ -43,20 +45,20 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 def _record_dev(folder: Path, postgres_pid: int, *, postmaster_pid: int | None = None) -> None:
     """Write the state a running `scout-tasks dev` leaves in ``folder``."""
-    layout = embedded.Layout.here(folder)
+    layout = state.Layout.here(folder)
     layout.pgdata.mkdir(parents=True)
     if postmaster_pid is not None:
         (layout.pgdata / "postmaster.pid").write_text(f"{postmaster_pid}\n{layout.pgdata}\n")
-    embedded.write_state(
+    state.write_state(
         layout,
-        embedded.DevInstance(
+        state.DevInstance(
             folder=str(layout.folder),
-            database_url=embedded.database_url(layout.socket_dir),
-            broker_url=embedded.broker_url(layout),
+            database_url=database_url(layout.socket_dir),
+            broker_url=broker.filesystem_url(layout.broker_dir),
             postgres_pid=postgres_pid,
             dev_pid=postgres_pid,
             pgdata=str(layout.pgdata),
-            started_at=embedded.now_iso(),
+            started_at=state.now_iso(),
         ),
     )
 
@@ -250,13 +252,13 @@ def test_celery_with_no_dev_prints_one_line_and_exits(
 
 
 def test_an_amqp_url_needs_no_transport_options() -> None:
-    assert embedded.broker_transport_options(ENV_BROKER) == {}
+    assert broker.broker_transport_options(ENV_BROKER) == {}
 
 
 def test_a_filesystem_url_names_its_folders_and_creates_them(tmp_path: Path) -> None:
-    layout = embedded.Layout.here(tmp_path)
+    layout = state.Layout.here(tmp_path)
 
-    options = embedded.broker_transport_options(embedded.broker_url(layout))
+    options = broker.broker_transport_options(broker.filesystem_url(layout.broker_dir))
 
     root = layout.broker_dir
     assert options["data_folder_in"] == options["data_folder_out"] == str(root / "queue")
@@ -268,16 +270,16 @@ def test_a_filesystem_url_names_its_folders_and_creates_them(tmp_path: Path) -> 
 @pytest.mark.parametrize("url", ["filesystem://", "filesystem://localhost/"])
 def test_a_filesystem_url_without_a_folder_is_refused(url: str) -> None:
     with pytest.raises(ConfigurationError, match="SCOUT_BROKER_URL"):
-        embedded.broker_transport_options(url)
+        broker.broker_transport_options(url)
 
 
 def test_a_consumer_skips_a_message_still_being_written(tmp_path: Path) -> None:
-    url = embedded.broker_url(embedded.Layout.here(tmp_path))
-    options = embedded.broker_transport_options(url)
+    url = broker.filesystem_url(state.Layout.here(tmp_path).broker_dir)
+    options = broker.broker_transport_options(url)
     queue_dir = Path(options["data_folder_in"])
     with kombu.Connection(url, transport_options=options) as connection:
         channel = connection.default_channel
-        assert isinstance(channel, embedded.FilesystemChannel)
+        assert isinstance(channel, broker.FilesystemChannel)
         # Created but not written yet, and written under its writer's lock:
         # what kombu's own publisher leaves visible for a moment.
         (queue_dir / "1_a.q.msg").write_bytes(b"")
@@ -288,7 +290,7 @@ def test_a_consumer_skips_a_message_still_being_written(tmp_path: Path) -> None:
         try:
             channel._put("q", {"whole": True})
             assert channel._get("q") == {"whole": True}
-            with pytest.raises(embedded.Empty):
+            with pytest.raises(broker.Empty):
                 channel._get("q")
         finally:
             locked.close()
@@ -296,8 +298,8 @@ def test_a_consumer_skips_a_message_still_being_written(tmp_path: Path) -> None:
 
 
 def test_an_undecodable_message_is_set_aside_not_fatal(tmp_path: Path) -> None:
-    url = embedded.broker_url(embedded.Layout.here(tmp_path))
-    options = embedded.broker_transport_options(url)
+    url = broker.filesystem_url(state.Layout.here(tmp_path).broker_dir)
+    options = broker.broker_transport_options(url)
     queue_dir = Path(options["data_folder_in"])
     (queue_dir / "0_a.q.msg").write_bytes(b"not json")
     with kombu.Connection(url, transport_options=options) as connection:

@@ -1,4 +1,4 @@
-"""The one set of write rules (CONTRACT.md, "Validation"): every bound, and the field named."""
+"""The one set of write rules (docs/contract.md, "Validation"): every bound, and the field named."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """``scout-tasks dev``: the whole system in one terminal, with no server to install.
 
 Unless ``SCOUT_DATABASE_URL`` / ``SCOUT_BROKER_URL`` say otherwise it starts
-(or reuses, when a ``dev`` already runs in this folder) the embedded servers of
-:mod:`scout_tasks.embedded`: a PostgreSQL with its state in ``./.scout`` and a
-``filesystem://`` broker. Then it migrates the database, creates a demo
+(or reuses, when a ``dev`` already runs in this folder) the embedded servers:
+a PostgreSQL (:mod:`scout_tasks.dev.postgres`) with its state in ``./.scout``
+(:mod:`scout_tasks.dev.state`) and a ``filesystem://`` broker
+(:mod:`scout_tasks.broker`). Then it migrates the database, creates a demo
 schedule when there is none, starts a worker, a beat and the HTTP API as
 child processes (their logs go to ``.scout/logs/``) and prints one line per
 ``scout.*`` event on the exchange, with its routing key and ``run_id``.
@@ -20,8 +21,6 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,8 +32,11 @@ from typing import Any
 import kombu
 from kombu import Exchange, Queue
 
-from scout_tasks import embedded
-from scout_tasks.embedded import DevInstance, Layout, LocalPostgres
+from scout_tasks import broker, migrate
+from scout_tasks.dev import state
+from scout_tasks.dev.children import Children, executable
+from scout_tasks.dev.postgres import LocalPostgres
+from scout_tasks.dev.state import DevInstance, Layout
 from scout_tasks.settings import Settings, mask_url
 
 DEMO_SCHEDULE = {
@@ -48,59 +50,10 @@ DEMO_SCHEDULE = {
 TAIL_QUEUE = "scout-tasks.dev-tail"
 # How often the filesystem broker's leftovers are pruned, in seconds.
 HOUSEKEEPING_INTERVAL = 30.0
-CHILD_STOP_TIMEOUT = 15.0
 
 
 def _say(message: str) -> None:
     print(f"scout-tasks dev: {message}", flush=True)
-
-
-def _bin(name: str) -> str:
-    candidate = Path(sys.executable).with_name(name)
-    return str(candidate) if candidate.exists() else name
-
-
-class Children:
-    """Child processes in our own process group, stopped together."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        with (self.log_dir / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                # SIGTERM is a warm shutdown for celery and a graceful one for uvicorn.
-                preexec_fn=embedded.child_setup(signal.SIGTERM),
-            )
-
-    def pids(self) -> dict[str, int]:
-        return {name: proc.pid for name, proc in self.procs.items()}
-
-    def check(self) -> str | None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                return name
-        return None
-
-    def stop(self, timeout: float = CHILD_STOP_TIMEOUT) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in self.procs.values():
-            remaining = max(0.1, deadline - time.monotonic())
-            try:
-                proc.wait(timeout=remaining)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
 
 
 @dataclass(slots=True)
@@ -122,7 +75,7 @@ def _start_servers(servers: Servers, layout: Layout) -> None:
     """
     raw = servers.settings
     database_url, broker_url = raw.database_url, raw.broker_url
-    running = embedded.running_instance(layout)
+    running = state.running_instance(layout)
     if database_url is None:
         if running is not None:
             servers.reused = running
@@ -133,8 +86,8 @@ def _start_servers(servers: Servers, layout: Layout) -> None:
             )
         else:
             postgres = LocalPostgres(layout)
-            first_run = not (layout.pgdata / "PG_VERSION").exists()
-            setup = f" (first run: initialising {layout.relative(layout.pgdata)})"
+            first_run = postgres.first_run
+            setup = f" (first run: initialising {layout.relative(postgres.pgdata)})"
             _say(f"starting PostgreSQL{setup if first_run else ''} ...")
             started = time.monotonic()
             servers.postgres = postgres
@@ -147,21 +100,25 @@ def _start_servers(servers: Servers, layout: Layout) -> None:
             if postgres.account is not None:
                 _say(
                     f"running as root: PostgreSQL runs as {postgres.account.name!r}, "
-                    f"which owns {layout.relative(layout.pgdata)} and "
+                    f"which owns {layout.relative(postgres.pgdata)} and "
                     f"{layout.relative(postgres.socket_dir)}"
                 )
             database_url = postgres.url
     else:
         _say(f"database {mask_url(database_url)}")
     if broker_url is None:
-        broker_url = running.broker_url if running is not None else embedded.broker_url(layout)
+        broker_url = (
+            running.broker_url
+            if running is not None
+            else broker.filesystem_url(layout.broker_dir)
+        )
         _say(
             f"broker: kombu's filesystem transport in {layout.relative(layout.broker_dir)} "
             "(one host, development only)"
         )
     else:
         _say(f"broker {mask_url(broker_url)}")
-    embedded.broker_transport_options(broker_url)  # creates the folders, checks the URL
+    broker.broker_transport_options(broker_url)  # creates the folders, checks the URL
     servers.settings = raw.model_copy(
         update={"database_url": database_url, "broker_url": broker_url}
     )
@@ -172,7 +129,7 @@ def _record(layout: Layout, servers: Servers, children: Children, api_url: str |
     assert servers.postgres is not None
     settings = servers.settings
     assert settings.database_url is not None and settings.broker_url is not None
-    embedded.write_state(
+    state.write_state(
         layout,
         DevInstance(
             folder=str(layout.folder),
@@ -180,8 +137,8 @@ def _record(layout: Layout, servers: Servers, children: Children, api_url: str |
             broker_url=settings.broker_url,
             postgres_pid=servers.postgres.pid,
             dev_pid=os.getpid(),
-            pgdata=str(layout.pgdata),
-            started_at=embedded.now_iso(),
+            pgdata=str(servers.postgres.pgdata),
+            started_at=state.now_iso(),
             api_url=api_url,
             children=children.pids(),
         ),
@@ -189,8 +146,6 @@ def _record(layout: Layout, servers: Servers, children: Children, api_url: str |
 
 
 def _prepare_database(database_url: str) -> None:
-    from scout_tasks import migrate
-
     if migrate.ensure_database(database_url):
         _say("created the database")
     _say("migrating the database ...")
@@ -238,11 +193,11 @@ def _event_tail(settings: Settings, *, shared: bool) -> Iterator[tuple[kombu.Con
     takes its own).
     """
     assert settings.broker_url is not None
-    filesystem = embedded.is_filesystem_url(settings.broker_url)
+    filesystem = broker.is_filesystem_url(settings.broker_url)
     connection = kombu.Connection(
         settings.broker_url,
         connect_timeout=5,
-        transport_options=embedded.broker_transport_options(settings.broker_url),
+        transport_options=broker.broker_transport_options(settings.broker_url),
     )
     exchange = Exchange(settings.exchange, type="topic", durable=True)
     if filesystem:
@@ -309,20 +264,18 @@ def _start_children(
     children: Children, settings: Settings, layout: Layout, api_port: int | None
 ) -> str | None:
     """Start the worker, the beat and (unless ``api_port`` is None) the API; the API's URL."""
-    celery = _bin("celery")
+    celery = executable("celery")
     env = _child_env(settings)
     names = "worker, beat and HTTP API" if api_port is not None else "worker and beat"
     _say(f"starting {names} ...")
     # Two pool processes start and stop faster than one per CPU, and are plenty here.
     worker = [celery, "-A", "scout_tasks", "worker", "-l", "info", "-c", "2", "-n", "dev@%h"]
     children.start("worker", worker, env)
-    schedule_file = str(layout.state / "celerybeat-schedule")
-    children.start(
-        "beat", [celery, "-A", "scout_tasks", "beat", "-l", "info", "-s", schedule_file], env
-    )
+    # ScoutScheduler keeps no schedule file: the schedules live in the database.
+    children.start("beat", [celery, "-A", "scout_tasks", "beat", "-l", "info"], env)
     if api_port is None:
         return None
-    children.start("api", [_bin("scout-tasks"), "api", "--port", str(api_port)], env)
+    children.start("api", [executable("scout-tasks"), "api", "--port", str(api_port)], env)
     api_url = f"http://127.0.0.1:{api_port}"
     _say(f"HTTP API on {api_url} (OpenAPI at {api_url}/docs)")
     return api_url
@@ -346,7 +299,7 @@ def _watch(
             if servers.postgres is not None and not servers.postgres.running():
                 _say(f"PostgreSQL exited; see {servers.postgres.log_path}")
                 return 1
-            if servers.reused is not None and not embedded.postgres_running(
+            if servers.reused is not None and not state.postgres_running(
                 servers.reused.postgres_pid, Path(servers.reused.pgdata)
             ):
                 owner = servers.reused.dev_pid
@@ -354,7 +307,7 @@ def _watch(
                 return 1
             if time.monotonic() >= next_housekeeping:
                 next_housekeeping = time.monotonic() + HOUSEKEEPING_INTERVAL
-                embedded.prune_broker(broker_url)
+                broker.prune_broker(broker_url)
 
 
 def run(
@@ -427,6 +380,6 @@ def _stop(layout: Layout, servers: Servers, children: Children, engine: Any) -> 
     if postgres is not None and started_postgres:
         _say("stopping PostgreSQL ...")
         postgres.stop()
-    embedded.remove_state(layout, os.getpid())
+    state.remove_state(layout, os.getpid())
     if children.procs or started_postgres:
         _say(f"stopped in {time.monotonic() - stopping:.1f}s")

@@ -1,0 +1,128 @@
+"""``scout-tasks trigger`` and ``scout-tasks runs``: start a manual run, inspect and cancel runs."""
+
+from __future__ import annotations
+
+import click
+
+from scout_tasks.cli.common import (
+    emit,
+    engine,
+    given,
+    handles_errors,
+    json_option,
+    parse_uuid,
+    publisher,
+    record,
+    schedule_id,
+    table,
+)
+
+RUN_COLUMNS = (
+    "id",
+    "status",
+    "trigger_type",
+    "triggered_by",
+    "source",
+    "scheduled_for",
+    "created_at",
+)
+
+
+@click.command("trigger")
+@click.option("--source", required=True)
+@click.option("--max-strategies", type=int, required=True)
+@click.option("--triggered-by", default=None, help="Who asked (default: Manual trigger).")
+@json_option
+@handles_errors
+def trigger(source: str, max_strategies: int, triggered_by: str | None, as_json: bool) -> None:
+    """Start a manual run now and publish its scout.trigger."""
+    from scout_tasks import service
+
+    out = publisher()
+    try:
+        run, delivered = service.trigger_run(
+            engine(),
+            given(source=source, max_strategies=max_strategies, triggered_by=triggered_by),
+            out,
+        )
+    finally:
+        out.close()
+    if not delivered:
+        click.echo(
+            "warning: the broker did not confirm scout.trigger yet; "
+            "it is kept in the outbox and sent by the next tick",
+            err=True,
+        )
+    emit(run, as_json, record)
+
+
+@click.group("runs")
+def runs_group() -> None:
+    """Inspect runs."""
+
+
+@runs_group.command("list")
+@click.option(
+    "--status", type=click.Choice(["pending", "running", "completed", "failed", "cancelled"])
+)
+@click.option("--source", default=None)
+@click.option("--schedule", "schedule", default=None, help="Schedule id or name.")
+@click.option("--trigger-type", type=click.Choice(["scheduled", "manual", "event"]))
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@json_option
+@handles_errors
+def runs_list(
+    status: str | None,
+    source: str | None,
+    schedule: str | None,
+    trigger_type: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List runs, newest first."""
+    from scout_tasks import runs as sql
+
+    filters = sql.RunFilter(
+        status=status,
+        source=source,
+        schedule_id=schedule_id(schedule) if schedule else None,
+        trigger_type=trigger_type,
+    )
+    with engine().connect() as conn:
+        rows, _total = sql.list_runs(conn, filters, limit=limit)
+    emit(rows, as_json, lambda r: table(r, RUN_COLUMNS) if r else "no runs")
+
+
+@runs_group.command("show")
+@click.argument("run_id")
+@json_option
+@handles_errors
+def runs_show(run_id: str, as_json: bool) -> None:
+    """Show one run."""
+    from scout_tasks import runs as sql
+
+    with engine().connect() as conn:
+        row = sql.get_run(conn, parse_uuid(run_id))
+    emit(row, as_json, record)
+
+
+@runs_group.command("cancel")
+@click.argument("run_id")
+@json_option
+@handles_errors
+def runs_cancel(run_id: str, as_json: bool) -> None:
+    """Cancel a pending or running run and publish scout.cancelled."""
+    from scout_tasks import service
+
+    out = publisher()
+    try:
+        run, delivered = service.cancel_run(engine(), parse_uuid(run_id), out)
+    finally:
+        out.close()
+    if not delivered:
+        click.echo(
+            "warning: the broker did not confirm scout.cancelled yet; "
+            "it is kept in the outbox and sent by the next tick",
+            err=True,
+        )
+    emit(run, as_json, record)

