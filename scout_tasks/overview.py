@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
-from scout_tasks import outbox, runs, schedules, search, service
+from scout_tasks import outbox, run_events, runs, schedules, search, service
 from scout_tasks.cron_description import describe
 from scout_tasks.db import db_now
 from scout_tasks.errors import ScoutTasksError
@@ -25,27 +25,6 @@ from scout_tasks.errors import ScoutTasksError
 COUNT_CAP = 10_000
 # A schedule is overdue once its slot is this far behind (the contract's metric).
 OVERDUE_SECONDS = 60
-
-# The beats' leader holds this advisory lock (scout_tasks.beat.LEADER_LOCK); a
-# bigint key shows in pg_locks as classid (high half) and objid (low half).
-_LEADER_PRESENT = text(
-    """
-    SELECT EXISTS (
-        SELECT 1 FROM pg_locks
-        WHERE locktype = 'advisory' AND granted AND objsubid = 1
-          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND classid::bigint = :high AND objid::bigint = :low
-    )
-    """
-)
-
-
-def leader_present(conn: Connection) -> bool:
-    """Whether some beat holds the leader lock on this database now."""
-    from scout_tasks.beat import LEADER_LOCK
-
-    params = {"high": LEADER_LOCK >> 32, "low": LEADER_LOCK & 0xFFFFFFFF}
-    return bool(conn.execute(_LEADER_PRESENT, params).scalar_one())
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +51,7 @@ def header(conn: Connection) -> Header:
         paused=search.count_disabled(conn, COUNT_CAP),
         overdue=search.count_overdue(conn, OVERDUE_SECONDS, COUNT_CAP),
         outbox_backlog=outbox.backlog(conn),
-        beat_leads=leader_present(conn),
+        beat_leads=schedules.leader_present(conn),
     )
 
 
@@ -163,7 +142,7 @@ def schedule_detail(
             limit=page_size,
             offset=(runs_page - 1) * page_size,
         )
-        events = runs.events_of_runs(conn, [r["id"] for r in items])
+        events = run_events.events_of_runs(conn, [r["id"] for r in items])
     changes, changes_total = service.history(engine, schedule_id, page=1, page_size=50)
     return ScheduleDetail(
         schedule=present(row, now, next_count),
@@ -205,6 +184,6 @@ def run_detail(engine: Engine, run_id: uuid.UUID) -> RunDetail:
     with engine.connect() as conn:
         now = db_now(conn)
         run = runs.get_run(conn, run_id)
-        events = runs.events_of_runs(conn, [run_id])[run_id]
+        events = run_events.events_of_runs(conn, [run_id])[run_id]
         names = search.names_of(conn, {run["schedule_id"]} if run["schedule_id"] else set())
     return RunDetail(run=run, events=events, schedule_name=names.get(run["schedule_id"]), now=now)

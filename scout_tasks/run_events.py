@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Connection, text
 
@@ -28,3 +30,25 @@ def record_run_event(
         _RECORD_EVENT, {"event_id": event_id, "run_id": run_id, "event_type": event_type}
     ).one_or_none()
     return row is not None
+
+
+_EVENTS_OF_RUNS = text(
+    """
+    SELECT run_id, event_id, event_type, received_at
+    FROM scout_run_events
+    WHERE run_id = ANY(CAST(:run_ids AS uuid[]))
+    ORDER BY received_at, event_id
+    """
+)
+
+
+def events_of_runs(
+    conn: Connection, run_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    """The recorded lifecycle events of these runs, each run's in arrival order."""
+    found: dict[uuid.UUID, list[dict[str, Any]]] = {run_id: [] for run_id in run_ids}
+    if not run_ids:
+        return found
+    for row in conn.execute(_EVENTS_OF_RUNS, {"run_ids": [str(r) for r in run_ids]}):
+        found.setdefault(row.run_id, []).append(dict(row._mapping))
+    return found

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, func, insert, select, text, update
 
 from scout_tasks.errors import RunAlreadyTerminal, RunNotFound
-from scout_tasks.tables import run_events, runs
+from scout_tasks.tables import runs
 
 COLUMNS = tuple(runs.c)
 
@@ -383,28 +383,6 @@ def fire_lag_buckets(
     ).one()
     count, total, *cumulative = row
     return int(count), float(total), [int(c) for c in cumulative]
-
-
-def events_of_runs(
-    conn: Connection, run_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, list[dict[str, Any]]]:
-    """The recorded lifecycle events of these runs, each run's in arrival order."""
-    found: dict[uuid.UUID, list[dict[str, Any]]] = {run_id: [] for run_id in run_ids}
-    if not run_ids:
-        return found
-    rows = conn.execute(
-        select(
-            run_events.c.run_id,
-            run_events.c.event_id,
-            run_events.c.event_type,
-            run_events.c.received_at,
-        )
-        .where(run_events.c.run_id.in_(list(run_ids)))
-        .order_by(run_events.c.received_at, run_events.c.event_id)
-    )
-    for row in rows:
-        found[row.run_id].append(_as_dict(row))
-    return found
 
 
 def insert_schedule_manual_run(

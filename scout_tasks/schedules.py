@@ -254,6 +254,29 @@ def set_next_run(
 
 # Two index probes on the partial due-index, never a scan of all schedules. The
 # beat runs it on its own psycopg2 session (the one that LISTENs).
+# pg_try_advisory_lock key of the beats' leader: "scout beat" in ASCII. The
+# beat takes it (scout_tasks.beat); the console asks whether anyone holds it.
+LEADER_LOCK = 0x73636F7574_6265
+
+# A bigint key shows in pg_locks as classid (high half) and objid (low half).
+_LEADER_PRESENT = text(
+    """
+    SELECT EXISTS (
+        SELECT 1 FROM pg_locks
+        WHERE locktype = 'advisory' AND granted AND objsubid = 1
+          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND classid::bigint = :high AND objid::bigint = :low
+    )
+    """
+)
+
+
+def leader_present(conn: Connection) -> bool:
+    """Whether some beat holds the leader lock on this database now."""
+    params = {"high": LEADER_LOCK >> 32, "low": LEADER_LOCK & 0xFFFFFFFF}
+    return bool(conn.execute(_LEADER_PRESENT, params).scalar_one())
+
+
 HORIZON_QUERY = text(
     """
     SELECT now() AS now,
