@@ -16,6 +16,7 @@ import click
 from scout_tasks.cli.common import CliError
 from scout_tasks.cli.cron import cron_group
 from scout_tasks.cli.db import db_group
+from scout_tasks.cli.operate import COMMANDS as OPERATING
 from scout_tasks.cli.runs import runs_group, trigger
 from scout_tasks.cli.schedules import schedules_group
 from scout_tasks.cli.serve import api, dev
@@ -31,6 +32,8 @@ def cli() -> None:
 
 for _command in (db_group, schedules_group, trigger, runs_group, cron_group, api, dev):
     cli.add_command(_command)
+for _command in OPERATING:
+    schedules_group.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
