@@ -40,7 +40,7 @@ def actor_of(request: Request) -> str:
 
 def _refused(request: Request, refused: Refused) -> HTMLResponse:
     title = "Sign in to act" if refused.status == 401 else "Refused"
-    response = message(request, refused.status, title, refused.message)
+    response = message(request, refused.status, title, refused.message, keep_cookie=True)
     if refused.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="scout-tasks console"'
     return response

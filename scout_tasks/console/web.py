@@ -58,9 +58,19 @@ def session(request: Request) -> Session:
 
 
 def render(
-    request: Request, template: str, context: dict[str, Any], status_code: int = 200
+    request: Request,
+    template: str,
+    context: dict[str, Any],
+    status_code: int = 200,
+    *,
+    keep_cookie: bool = False,
 ) -> HTMLResponse:
-    """The page, with the session's banner shown once and the session cookie renewed."""
+    """The page, with the session's banner shown once and the session cookie renewed.
+
+    ``keep_cookie`` leaves the browser's cookie alone: a refused cross-site post
+    arrives without it (SameSite), and answering with a fresh anonymous cookie
+    would let any site sign the operator out.
+    """
     store = sessions(request)
     current = store.load(request)
     flash, flash_kind = current.take_flash()
@@ -81,13 +91,22 @@ def render(
         )
     )
     response = HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
-    store.save(request, response, current)
+    if not keep_cookie:
+        store.save(request, response, current)
     return response
 
 
-def message(request: Request, status_code: int, title: str, text: str) -> HTMLResponse:
+def message(
+    request: Request, status_code: int, title: str, text: str, *, keep_cookie: bool = False
+) -> HTMLResponse:
     """A whole page saying what went wrong and what to do next."""
-    return render(request, "message.html", {"title": title, "text": text}, status_code=status_code)
+    return render(
+        request,
+        "message.html",
+        {"title": title, "text": text},
+        status_code=status_code,
+        keep_cookie=keep_cookie,
+    )
 
 
 def safe_next(value: object, default: str) -> str:

@@ -371,6 +371,8 @@ def test_a_post_from_another_origin_is_403_even_with_the_token(
             f"/ui/schedules/{made['id']}/run", data={"csrf": token}, headers=headers
         )
         assert refused.status_code == 403, headers
+        # No fresh cookie either: that would sign the operator out from any site.
+        assert "set-cookie" not in refused.headers
     assert counts(engine) == before
     same = client.post(
         f"/ui/schedules/{made['id']}/run",

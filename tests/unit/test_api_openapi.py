@@ -104,9 +104,7 @@ def test_responses_and_errors_are_documented(spec: dict[str, Any]) -> None:
     assert any(p["name"] == "X-Scout-Actor" for p in pause["parameters"])
     run = spec["paths"]["/api/scout/schedules/{id}/run"]["post"]
     assert run["requestBody"]["required"] is False
-    assert run["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith(
-        "/Run"
-    )
+    assert run["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith("/Run")
 
 
 # Not columns: what the API adds to a row.
