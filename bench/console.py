@@ -5,8 +5,9 @@
 Loads ``--rows`` schedules into a scratch database with one INSERT ... SELECT
 over ``generate_series`` (through the real triggers: history, search copy),
 1% of them paused with a reason and 200,000 with a last run (2% failed), runs
-ANALYZE as autovacuum would, then serves the real app with uvicorn on a
-loopback port and times sequential GETs of the pages an operator opens:
+ANALYZE as autovacuum would, then starts ``scout-tasks api`` (its own process,
+as in production) on a loopback port and times sequential GETs of the pages an
+operator opens:
 
 - the first page of ``/ui``;
 - a late page (keyset cursor near the end of the alphabet);
@@ -15,14 +16,19 @@ loopback port and times sequential GETs of the pages an operator opens:
 - a schedule's own page.
 
 Each timing is the whole HTTP round trip (query, fire-time previews, template).
-The database is dropped afterwards.
+The database is dropped afterwards; ``--db-url`` measures one already loaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import socket
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -38,9 +44,6 @@ from bench.common import (
     scratch_database,
     table,
 )
-from scout_tasks.api import create_app
-from scout_tasks.settings import Settings
-from tests.integration.live import serve
 
 SOURCES = ["stratninja", "quantbase", "cryptolab", "vendor-feed", "reports", "alpha", "beta"]
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney"]
@@ -103,6 +106,16 @@ def load(db_url: str, rows: int, runs: int) -> dict[str, str]:
             started = time.monotonic()
             cur.execute("VACUUM ANALYZE")
             log(f"VACUUM ANALYZE in {time.monotonic() - started:.1f} s")
+    finally:
+        conn.close()
+    return probes(db_url, rows)
+
+
+def probes(db_url: str, rows: int) -> dict[str, str]:
+    """A late page's cursor, a schedule in the middle, and a fragment of its name."""
+    conn = connect(db_url)
+    try:
+        with conn.cursor() as cur:
             cur.execute("SELECT name FROM scout_schedules ORDER BY name DESC OFFSET 120 LIMIT 1")
             late = cur.fetchone()[0]
             cur.execute(
@@ -114,6 +127,16 @@ def load(db_url: str, rows: int, runs: int) -> dict[str, str]:
     finally:
         conn.close()
     return {"late": late, "middle_id": middle_id, "fragment": middle_name[-8:]}
+
+
+@contextmanager
+def loaded_database(args: argparse.Namespace) -> Iterator[tuple[str, dict[str, str]]]:
+    if args.db_url:
+        # A database an earlier run loaded (left to the caller to drop).
+        yield args.db_url, probes(args.db_url, args.rows)
+        return
+    with scratch_database("scout_bench_console") as db_url:
+        yield db_url, load(db_url, args.rows, args.runs)
 
 
 def measure(base: str, path: str, params: dict[str, str], count: int) -> list[float]:
@@ -129,18 +152,46 @@ def measure(base: str, path: str, params: dict[str, str], count: int) -> list[fl
     return timings
 
 
+@contextmanager
+def api_process(db_url: str) -> Iterator[str]:
+    """``scout-tasks api`` on a free loopback port; yields its base URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCOUT_")}
+    env.update(SCOUT_DATABASE_URL=db_url, SCOUT_BROKER_URL="amqp://guest:guest@127.0.0.1:5672//")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("scout-tasks")), "api", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/ui", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=200_000)
     parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument(
+        "--db-url", help="measure an already loaded database instead of loading a scratch one"
+    )
     args = parser.parse_args()
 
-    with scratch_database("scout_bench_console") as db_url:
-        names = load(db_url, args.rows, args.runs)
-        settings = Settings(  # type: ignore[call-arg]
-            _env_file=None, database_url=db_url, broker_url="amqp://guest:guest@127.0.0.1:5672//"
-        )
+    with loaded_database(args) as (db_url, names):
         cases = [
             ("first page", "/ui", {}),
             ("late page (keyset)", "/ui", {"after": names["late"]}),
@@ -152,7 +203,7 @@ def main() -> None:
             ("schedule page", f"/ui/schedules/{names['middle_id']}", {}),
         ]
         results = []
-        with serve(create_app(settings)) as base:
+        with api_process(db_url) as base:
             for label, path, params in cases:
                 timings = measure(base, path, params, args.requests)
                 results.append(

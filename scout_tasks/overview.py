@@ -23,6 +23,9 @@ from scout_tasks.errors import ScoutTasksError
 # Counts in the header stop here: "10,000+" tells an operator as much as the
 # exact number, and never costs a scan of a million rows.
 COUNT_CAP = 10_000
+# Counting the matches of a search stops sooner: "1,000+ matching" is enough to
+# tell the operator to narrow it, and costs a tenth of counting to 10,000.
+MATCH_CAP = 1_000
 # A schedule is overdue once its slot is this far behind (the contract's metric).
 OVERDUE_SECONDS = 60
 
@@ -76,7 +79,8 @@ def present(schedule: Mapping[str, Any], now: datetime, count: int) -> dict[str,
 @dataclass(frozen=True, slots=True)
 class SchedulePage:
     items: list[dict[str, Any]]
-    matching: int
+    # None when not counted (the last-run-failed filter).
+    matching: int | None
     # Cursors for the neighbouring pages (names), None at either end.
     next_after: str | None
     previous_before: str | None
@@ -93,7 +97,13 @@ def schedule_page(
         rows, more = search.search_schedules(conn, query, page_size)
         filtered = bool(query.text or query.state or query.last_run_failed)
         top = header(conn)
-        matching = search.count_matching(conn, query, COUNT_CAP) if filtered else top.total
+        matching: int | None = top.total
+        if query.last_run_failed:
+            # Counting would test every schedule's last run (no index leads
+            # there); the page says whether more follow instead.
+            matching = None
+        elif filtered:
+            matching = search.count_matching(conn, query, MATCH_CAP)
     backwards = query.before is not None and query.after is None
     paged_in = query.after is not None or query.before is not None
     has_next = more if not backwards else paged_in
