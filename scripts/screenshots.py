@@ -15,6 +15,7 @@ SQL, standing in for a week of firing.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -118,7 +119,8 @@ def _past_run(conn, schedule, status: str, ago: timedelta, rng: random.Random) -
             INSERT INTO scout_runs (id, trigger_type, triggered_by, source, max_strategies, status,
                                     error_message, metrics, created_at, started_at, completed_at,
                                     schedule_id, scheduled_for, updated_at)
-            VALUES (:id, 'scheduled', :name, :source, :max, :status, :error, NULL,
+            VALUES (:id, 'scheduled', :name, :source, :max, :status, :error,
+                    CASE WHEN :status = 'completed' THEN CAST(:metrics AS jsonb) END,
                     now() - :ago, now() - :ago + interval '2 seconds',
                     CASE WHEN :status IN ('completed', 'failed') THEN now() - :ago + :took END,
                     :sid, date_trunc('minute', now() - :ago), now() - :ago)
@@ -136,6 +138,15 @@ def _past_run(conn, schedule, status: str, ago: timedelta, rng: random.Random) -
             "ago": ago,
             "took": took,
             "sid": schedule["id"],
+            "metrics": json.dumps(
+                {
+                    "total_fetched": (fetched := rng.randint(40, 400)),
+                    "validated": (valid := fetched - rng.randint(0, 30)),
+                    "validation_failed": fetched - valid,
+                    "duplicates_removed": rng.randint(0, 12),
+                    "submitted": min(valid, schedule["max_strategies"]),
+                }
+            ),
         },
     )
     events = ["scout.started", "scout.progress", "scout.progress"]
