@@ -493,3 +493,49 @@ def test_without_a_token_there_is_no_sign_in(client: TestClient) -> None:
     page = client.get("/ui/login", follow_redirects=False)
     assert page.status_code == 303
     assert "Sign in" not in client.get("/ui").text
+
+
+def test_odd_rows_written_with_sql_do_not_break_the_pages(
+    client: TestClient, engine: Engine
+) -> None:
+    made = add(engine)
+    execute(
+        engine,
+        "UPDATE scout_schedules SET timezone = 'Mars/Olympus', cron_expression = '0 0 L * *', "
+        "last_error = 'bad timezone' WHERE id = :id",
+        id=made["id"],
+    )
+    execute(
+        engine,
+        "INSERT INTO scout_schedules (name, cron_expression, source, max_strategies, enabled) "
+        "VALUES (:n, '* * * * *', :s, 1000, false)",
+        n="x" * 255,
+        s="<script>alert(1)</script>",
+    )
+    listing = client.get("/ui")
+    assert listing.status_code == 200
+    assert "<script>alert(1)</script>" not in listing.text
+    assert "bad timezone" in text_of(listing.text)
+    detail = client.get(f"/ui/schedules/{made['id']}")
+    assert detail.status_code == 200
+    assert "cannot plan this schedule" in text_of(detail.text)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"q": "\x00"},
+        {"q": "x" * 10_000},
+        {"after": "\x00" * 300},
+        {"before": "zzz", "after": ""},
+        {"state": "'; DROP TABLE scout_schedules; --"},
+        {"failed": "maybe"},
+    ],
+)
+def test_hostile_query_strings_answer_a_page(
+    client: TestClient, engine: Engine, params: dict[str, str]
+) -> None:
+    add(engine)
+    page = client.get("/ui", params=params)
+    assert page.status_code == 200
+    assert scalar(engine, "SELECT count(*) FROM scout_schedules") == 1
