@@ -26,6 +26,7 @@ COUNT_CAP = 10_000
 # Counting the matches of a search stops sooner: "1,000+ matching" is enough to
 # tell the operator to narrow it, and costs a tenth of counting to 10,000.
 MATCH_CAP = 1_000
+CHANGES_PAGE_SIZE = 50
 # A schedule is overdue once its slot is this far behind (the contract's metric).
 OVERDUE_SECONDS = 60
 
@@ -139,6 +140,7 @@ def schedule_detail(
     schedule_id: uuid.UUID,
     *,
     runs_page: int = 1,
+    changes_page: int = 1,
     page_size: int = 20,
     next_count: int = 5,
 ) -> ScheduleDetail:
@@ -153,7 +155,9 @@ def schedule_detail(
             offset=(runs_page - 1) * page_size,
         )
         events = run_events.events_of_runs(conn, [r["id"] for r in items])
-    changes, changes_total = service.history(engine, schedule_id, page=1, page_size=50)
+    changes, changes_total = service.history(
+        engine, schedule_id, page=changes_page, page_size=CHANGES_PAGE_SIZE
+    )
     return ScheduleDetail(
         schedule=present(row, now, next_count),
         runs=[RunWithEvents(r, events[r["id"]]) for r in items],

@@ -44,9 +44,9 @@ def _uuid(value: str | None) -> uuid.UUID | None:
         return None
 
 
-def _page(request: Request) -> int:
+def _page(request: Request, name: str = "page") -> int:
     try:
-        return min(max(int(request.query_params.get("page", "1")), 1), 100_000)
+        return min(max(int(request.query_params.get(name, "1")), 1), 100_000)
     except ValueError:
         return 1
 
@@ -104,7 +104,12 @@ def schedule_page(request: Request, schedule_id: str) -> HTMLResponse:
     if key is None:
         return message(request, 404, "No such schedule", f"{schedule_id!r} is not a schedule id.")
     try:
-        detail = overview.schedule_detail(scout.engine, key, runs_page=_page(request))
+        detail = overview.schedule_detail(
+            scout.engine,
+            key,
+            runs_page=_page(request),
+            changes_page=_page(request, "history"),
+        )
     except NotFound:
         return message(
             request,
@@ -121,6 +126,8 @@ def schedule_page(request: Request, schedule_id: str) -> HTMLResponse:
             "now": detail.now,
             "page": _page(request),
             "page_size": 20,
+            "history_page": _page(request, "history"),
+            "history_page_size": overview.CHANGES_PAGE_SIZE,
             "backfill": backfill_available(),
         },
     )

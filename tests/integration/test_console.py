@@ -539,3 +539,21 @@ def test_hostile_query_strings_answer_a_page(
     page = client.get("/ui", params=params)
     assert page.status_code == 200
     assert scalar(engine, "SELECT count(*) FROM scout_schedules") == 1
+
+
+def test_long_histories_and_run_lists_page(client: TestClient, engine: Engine) -> None:
+    made = add(engine)
+    for n in range(55):
+        execute(
+            engine,
+            "UPDATE scout_schedules SET max_strategies = :n WHERE id = :id",
+            n=n + 1,
+            id=made["id"],
+        )
+    for _ in range(21):
+        service.run_now(engine, made["id"])
+    first = client.get(f"/ui/schedules/{made['id']}").text
+    assert "?history=2" in first and "?page=2" in first
+    older = text_of(client.get(f"/ui/schedules/{made['id']}", params={"history": 2}).text)
+    assert "create" in older  # the oldest change is on the second page
+    assert "page 2 of 2" in older
