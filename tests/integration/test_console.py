@@ -557,3 +557,14 @@ def test_long_histories_and_run_lists_page(client: TestClient, engine: Engine) -
     older = text_of(client.get(f"/ui/schedules/{made['id']}", params={"history": 2}).text)
     assert "create" in older  # the oldest change is on the second page
     assert "page 2 of 2" in older
+
+
+def test_a_database_outage_is_a_page_not_json(make_client: MakeClient) -> None:
+    # Nothing listens there: the API's classification (503), as a page.
+    client = make_client(database_url="postgresql+psycopg2://nobody@127.0.0.1:1/none")
+    page = client.get("/ui")
+    assert page.status_code == 503
+    assert page.headers["content-type"].startswith("text/html")
+    assert "database unavailable" in text_of(page.text)
+    api = client.get("/api/scout/schedules")
+    assert api.status_code == 503 and api.headers["content-type"] == "application/json"
