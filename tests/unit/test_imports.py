@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import scout_tasks
 
 PACKAGE = Path(scout_tasks.__file__).parent
@@ -140,10 +142,11 @@ def test_no_import_cycle_in_scout_tasks() -> None:
     assert find_cycle(import_graph()) is None
 
 
-def test_only_dev_imports_the_postgres_process() -> None:
+@pytest.mark.parametrize("module", ["scout_tasks.dev.postgres", "scout_tasks.dev.binaries"])
+def test_only_dev_imports_the_postgres_process(module: str) -> None:
     graph = import_graph()
 
-    importers = sorted(m for m, edges in graph.items() if "scout_tasks.dev.postgres" in edges)
+    importers = sorted(m for m, edges in graph.items() if module in edges)
     assert importers and all(m.startswith("scout_tasks.dev.") for m in importers), importers
 
 
