@@ -301,3 +301,13 @@ def test_the_actions_need_the_token_when_one_is_set(
     # Reading the history needs no token, as with every GET.
     assert client.get(f"{SCHEDULES}/{sid}/changes").status_code == 200
     assert client.post(f"{SCHEDULES}/{sid}/run", headers=auth).status_code == 201
+
+
+def test_a_deleted_schedules_history_is_still_there(client: TestClient) -> None:
+    made = create(client)
+    assert (
+        client.delete(f"{SCHEDULES}/{made['id']}", headers={"X-Scout-Actor": "zoe"}).status_code
+        == 204
+    )
+    items = client.get(f"{SCHEDULES}/{made['id']}/changes").json()["items"]
+    assert [(c["action"], c["actor"]) for c in items] == [("delete", "zoe"), ("create", "alice")]
