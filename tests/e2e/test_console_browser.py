@@ -139,6 +139,10 @@ def test_schedules_page_shows_the_schedule_with_its_description_and_next_times(
     assert len(times) == 3
     assert all("09:00 CE" in t for t in times), times  # CET or CEST: Berlin's wall clock
     assert times[0].startswith("in ")
+    # At 1280 px the table fits: no horizontal scrolling.
+    assert browser.js(
+        "(w => w.scrollWidth <= w.clientWidth)(document.querySelector('.table-wrap'))"
+    )
     # The UTC instant is one hover away.
     title = browser.js("document.querySelector('table.schedules td.next time').title")
     assert title.endswith(" UTC") and (" 08:00:00" in title or " 07:00:00" in title), title
