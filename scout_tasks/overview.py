@@ -201,3 +201,9 @@ def run_detail(engine: Engine, run_id: uuid.UUID) -> RunDetail:
         events = run_events.events_of_runs(conn, [run_id])[run_id]
         names = search.names_of(conn, {run["schedule_id"]} if run["schedule_id"] else set())
     return RunDetail(run=run, events=events, schedule_name=names.get(run["schedule_id"]), now=now)
+
+
+def schedule_zone(engine: Engine, schedule_id: uuid.UUID) -> str:
+    """The schedule's time zone, in which the console's date fields are read."""
+    with engine.connect() as conn:
+        return str(schedules.get_schedule(conn, schedule_id)["timezone"])

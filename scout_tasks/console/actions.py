@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,9 +19,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
-from scout_tasks import service
+from scout_tasks import cron, overview, service
 from scout_tasks.api.deps import Scout, get_scout
-from scout_tasks.console.formatting import short_id
+from scout_tasks.console.formatting import in_zone, short_id
 from scout_tasks.console.session import Refused, Session, check_csrf, check_same_origin
 from scout_tasks.console.web import message, redirect, safe_next, session, sessions
 from scout_tasks.errors import InvalidInput, NotFound, RunAlreadyTerminal
@@ -118,6 +119,48 @@ async def resume(request: Request, schedule_id: str) -> Any:
     def action(scout: Scout, _form: dict[str, Any]) -> str:
         row = service.resume(scout.engine, _schedule_key(schedule_id), actor=who)
         return f"Resumed {row['name']}"
+
+    return await _act(request, f"/ui/schedules/{schedule_id}", action)
+
+
+def _local_instant(field: str, value: str, zone: str) -> datetime:
+    """A ``datetime-local`` field, read as a wall time in the schedule's zone."""
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidInput(field, f"{value!r} is not a date and time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=cron.get_zone(zone))
+    return moment
+
+
+def _slots(items: list[datetime], zone: str) -> str:
+    shown = ", ".join(in_zone(s, zone) for s in items[:5])
+    return shown + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+
+
+@router.post("/schedules/{schedule_id}/backfill")
+async def backfill(request: Request, schedule_id: str) -> Any:
+    """A run for every slot of ``[from, to)`` that has none (or, dry, the list of them)."""
+
+    def action(scout: Scout, form: dict[str, Any]) -> str:
+        from scout_tasks import backfill as backfilling
+
+        key = _schedule_key(schedule_id)
+        zone = overview.schedule_zone(scout.engine, key)
+        start = _local_instant("from", form.get("from", ""), zone)
+        end = _local_instant("to", form.get("to", ""), zone)
+        dry = form.get("dry_run") == "1"
+        done = backfilling.backfill(
+            scout.engine, key, start, end, dry_run=dry, publisher=None if dry else scout.publisher()
+        )
+        new = [slot for slot, _run in done.created]
+        had = f"; {len(done.existing)} already had one" if done.existing else ""
+        if dry:
+            if not new:
+                return f"Preview: no slot in that range lacks a run{had}"
+            return f"Preview: {len(new)} slot(s) would get a run: {_slots(new, zone)}{had}"
+        return f"Backfilled {len(new)} slot(s){had}"
 
     return await _act(request, f"/ui/schedules/{schedule_id}", action)
 

@@ -6,6 +6,7 @@ filter value is ignored (and said so in the banner) instead of answering 422.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import uuid
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from scout_tasks import overview, runs, service
+from scout_tasks import overview, runs
 from scout_tasks.api.deps import get_scout
 from scout_tasks.console.web import message, render, sessions
 from scout_tasks.errors import NotFound
@@ -63,13 +64,8 @@ def _when(value: str | None) -> datetime | None:
 
 
 def backfill_available() -> bool:
-    """The backfill form appears once the service can backfill (issue #13).
-
-    Extension point: ``service.backfill(engine, schedule, from_, to, dry_run=...)``
-    plus a POST route in :mod:`scout_tasks.console.actions` and the form in
-    ``templates/_backfill.html``.
-    """
-    return hasattr(service, "backfill")
+    """The backfill form appears once scout-tasks can backfill (``scout_tasks.backfill``, #13)."""
+    return importlib.util.find_spec("scout_tasks.backfill") is not None
 
 
 @router.get("", response_class=HTMLResponse)

@@ -568,3 +568,39 @@ def test_a_database_outage_is_a_page_not_json(make_client: MakeClient) -> None:
     assert "database unavailable" in text_of(page.text)
     api = client.get("/api/scout/schedules")
     assert api.status_code == 503 and api.headers["content-type"] == "application/json"
+
+
+def test_the_backfill_form_appears_only_once_backfill_exists(
+    client: TestClient, engine: Engine
+) -> None:
+    import importlib.util
+    from datetime import UTC, datetime, timedelta
+
+    made = add(engine, cron_expression="*/5 * * * *", timezone="UTC")
+    page = client.get(f"/ui/schedules/{made['id']}").text
+    if importlib.util.find_spec("scout_tasks.backfill") is None:
+        assert "/backfill" not in page
+        return
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    early = now - timedelta(minutes=32)
+    start = early.replace(minute=early.minute // 5 * 5)
+    end = start + timedelta(minutes=20)  # four slots: start, +5, +10, +15
+    form = {
+        "csrf": csrf_of(page),
+        "from": start.strftime("%Y-%m-%dT%H:%M"),
+        "to": end.strftime("%Y-%m-%dT%H:%M"),
+    }
+    preview = client.post(f"/ui/schedules/{made['id']}/backfill", data={**form, "dry_run": "1"})
+    assert banner(preview.text).startswith("Preview: 4 slot(s) would get a run"), banner(
+        preview.text
+    )
+    assert scalar(engine, "SELECT count(*) FROM scout_runs") == 0
+    done = client.post(f"/ui/schedules/{made['id']}/backfill", data={**form, "dry_run": "0"})
+    assert banner(done.text) == "Backfilled 4 slot(s)"
+    again = client.post(f"/ui/schedules/{made['id']}/backfill", data={**form, "dry_run": "0"})
+    assert banner(again.text) == "Backfilled 0 slot(s); 4 already had one"
+    assert scalar(engine, "SELECT count(*) FROM scout_runs WHERE trigger_type = 'scheduled'") == 4
+    wrong = client.post(
+        f"/ui/schedules/{made['id']}/backfill", data={**form, "to": form["from"], "dry_run": "1"}
+    )
+    assert banner(wrong.text).startswith("to:")
