@@ -22,17 +22,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import select
+import socket
 import time
 from datetime import datetime
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 from celery.beat import Scheduler
 from sqlalchemy.engine import make_url
 
-from scout_tasks import schedules
+from scout_tasks import heartbeat, schedules
 from scout_tasks.celery_app import FIRE, TICK
 from scout_tasks.settings import get_settings, mask_url
 
@@ -80,6 +83,18 @@ class _Listener:
             now, earliest, unscheduled = cur.fetchone()
         return schedules.Horizon(now, earliest, unscheduled)
 
+    def record_tick(self, leader: str, tick_seconds: float) -> None:
+        """The heartbeat `scout-tasks status` and /metrics read (scout_beat)."""
+        try:
+            with self.conn.cursor() as cur:
+                heartbeat.record_tick(cur, leader, tick_seconds)
+        except psycopg2.errors.UndefinedTable:
+            # A database not migrated to head yet: firing must not wait for it.
+            log.warning(
+                "cannot record the tick: run `scout-tasks db upgrade`",
+                extra={"action": "beat.heartbeat_failed"},
+            )
+
     def wait(self, timeout: float) -> bool:
         """Block until a NOTIFY arrives or ``timeout`` passes; True if notified."""
         if timeout > 0 and not self.conn.notifies:
@@ -106,6 +121,7 @@ class ScoutScheduler(Scheduler):
         self._next_tick = 0.0
         self._last_fire: tuple[datetime | None, bool] | None = None
         self._last_fire_sent = 0.0
+        self._name = f"{socket.gethostname()}:{os.getpid()}"
         super().__init__(*args, **kwargs)
 
     # Celery's Scheduler API -------------------------------------------------
@@ -183,6 +199,7 @@ class ScoutScheduler(Scheduler):
         mono = time.monotonic()
         if mono >= self._next_tick:
             if self._send(TICK, horizon.now):
+                listener.record_tick(self._name, tick_seconds)
                 # Ticks keep a steady cadence; after a long stall, restart it.
                 behind = mono - self._next_tick > tick_seconds
                 self._next_tick = (mono if behind else self._next_tick) + tick_seconds

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine
 
-from scout_tasks import cron, outbox, runs, schedules
+from scout_tasks import counters, cron, outbox, runs, schedules
 from scout_tasks.db import db_now
 from scout_tasks.errors import InvalidInput
 from scout_tasks.events import TRIGGER, TriggerEvent
@@ -125,14 +125,20 @@ def _fire_batch(engine: Engine, batch_size: int, report: FireReport) -> tuple[ou
 def _write_batch(
     conn: Connection, batch: BatchPlan, now: datetime
 ) -> tuple[set[uuid.UUID], outbox.Queued]:
-    """Insert the runs (a slot that already has one is skipped), their events, the advances."""
+    """Insert the runs (a slot that already has one is skipped), their events, the advances.
+
+    Last, the batch's counters (runs created, slots skipped, the fire lag of
+    each run: its ``created_at``, which is ``now``, minus its slot).
+    """
     inserted = runs.insert_scheduled_runs(conn, batch.runs)
     events = []
     last_run: dict[uuid.UUID, uuid.UUID] = {}
+    lags: list[float] = []
     for run in batch.runs:
         if run.id not in inserted:
             continue
         last_run[run.schedule_id] = run.id
+        lags.append((now - run.scheduled_for).total_seconds())
         # Built without re-validation: every value was just read from typed columns.
         event = TriggerEvent.model_construct(
             event_id=uuid.uuid4(),
@@ -162,6 +168,14 @@ def _write_batch(
             [None] * len(batch.invalid),
             [i.error for i in batch.invalid],
         )
+    counters.bump(
+        conn,
+        counters.merge(
+            counters.runs_created("scheduled", len(inserted)),
+            {(counters.SKIPPED_SLOTS, ""): batch.skipped},
+            counters.fire_lag(lags),
+        ),
+    )
     return inserted, queued
 
 

@@ -14,10 +14,12 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from scout_tasks import counters
 from scout_tasks.errors import PublishError
 from scout_tasks.events import encode
 from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage
@@ -135,6 +137,8 @@ def _deliver_locked(
             reason,
             extra={"action": "outbox.deferred", "event_id": message_id},
         )
+    # Counted in the transaction that deletes the confirmed rows: once per event.
+    counters.bump(conn, {(counters.EVENTS_PUBLISHED, ""): len(done)})
     report.published = len(done)
     report.deferred = len(result.rejected)
     return report
@@ -217,6 +221,39 @@ def _deliver(
         return DeliveryReport(failed=True)
 
 
-def backlog(conn: Connection) -> int:
-    """How many events wait in the outbox."""
-    return int(conn.execute(text("SELECT count(*) FROM scout_outbox")).scalar_one())
+# The oldest row by id (the primary key), not a scan for min(created_at).
+_BACKLOG = text(
+    """
+    SELECT count(*),
+           (SELECT created_at FROM scout_outbox ORDER BY id LIMIT 1)
+    FROM scout_outbox
+    """
+)
+
+
+def backlog(conn: Connection) -> tuple[int, datetime | None]:
+    """How many events wait in the outbox, and when the oldest of them was written."""
+    count, oldest = conn.execute(_BACKLOG).one()
+    return int(count), oldest
+
+
+_DELETE_FOR_RUNS = text(
+    """
+    DELETE FROM scout_outbox
+    WHERE id IN (
+        SELECT id FROM scout_outbox WHERE run_id = ANY(CAST(:run_ids AS uuid[]))
+        FOR UPDATE SKIP LOCKED
+    )
+    """
+)
+
+
+def delete_for_runs(conn: Connection, run_ids: Sequence[uuid.UUID]) -> int:
+    """Drop undelivered events of runs being deleted (retention); returns how many.
+
+    A row a relay holds right now is skipped: it is being delivered, and the
+    relay deletes it once confirmed.
+    """
+    if not run_ids:
+        return 0
+    return conn.execute(_DELETE_FOR_RUNS, {"run_ids": [str(r) for r in run_ids]}).rowcount

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from scout_tasks import run_events, runs
+from scout_tasks import counters, run_events, runs
 from scout_tasks.inbound import (
     MAX_NAME_CHARS,
     CompletedEvent,
@@ -72,15 +72,21 @@ def apply_event(conn: Connection, event: LifecycleEvent) -> OutcomeKind:
         conn, event_id=event.event_id, run_id=event.run_id, event_type=event.EVENT_TYPE
     ):
         return OutcomeKind.DUPLICATE
+    ended: str | None = None
     if isinstance(event, StartedEvent):
         changed = runs.mark_run_started(conn, event.run_id)
     elif isinstance(event, ProgressEvent):
         changed = runs.record_run_progress(conn, event.run_id, event.as_metrics(), event.timestamp)
     elif isinstance(event, CompletedEvent):
         changed = runs.mark_run_completed(conn, event.run_id, event.counters())
+        ended = "completed"
     else:
         changed = runs.mark_run_failed(conn, event.run_id, event.error_message, event.stage)
+        ended = "failed"
     if changed:
+        if ended is not None:
+            # The run's last event: counted in its transaction (scout_tasks.counters).
+            counters.bump(conn, counters.runs_finished([ended]))
         return OutcomeKind.APPLIED
     if runs.run_status(conn, event.run_id) is None:
         return OutcomeKind.UNKNOWN_RUN

@@ -52,3 +52,13 @@ def events_of_runs(
     for row in conn.execute(_EVENTS_OF_RUNS, {"run_ids": [str(r) for r in run_ids]}):
         found.setdefault(row.run_id, []).append(dict(row._mapping))
     return found
+
+
+_DELETE_FOR_RUNS = text("DELETE FROM scout_run_events WHERE run_id = ANY(CAST(:run_ids AS uuid[]))")
+
+
+def delete_for_runs(conn: Connection, run_ids: Sequence[uuid.UUID]) -> int:
+    """Forget the recorded events of runs being deleted (retention); returns how many."""
+    if not run_ids:
+        return 0
+    return conn.execute(_DELETE_FOR_RUNS, {"run_ids": [str(r) for r in run_ids]}).rowcount

@@ -6,15 +6,16 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, text, update
+from sqlalchemy import Connection, Row, delete, func, insert, select, text, update
 
 from scout_tasks.errors import RunAlreadyTerminal, RunNotFound
 from scout_tasks.tables import runs
 
 COLUMNS = tuple(runs.c)
+ENDED_STATUSES = ("completed", "failed", "cancelled")
 
 
 def _as_dict(row: Row[Any]) -> dict[str, Any]:
@@ -356,33 +357,42 @@ def fail_stale_runs(
     return [(row.id, row.error_message) for row in rows]
 
 
-def count_by_status(conn: Connection) -> dict[str, int]:
-    """How many runs are in each status."""
-    rows = conn.execute(select(runs.c.status, func.count()).group_by(runs.c.status))
-    return {status: int(n) for status, n in rows}
+def count_active(conn: Connection) -> dict[str, int]:
+    """How many runs are pending and running, read from ix_scout_runs_active only."""
+    active = runs.c.status.in_(("pending", "running"))
+    found = {"pending": 0, "running": 0}
+    rows = conn.execute(select(runs.c.status, func.count()).where(active).group_by(runs.c.status))
+    return found | {status: int(n) for status, n in rows}
 
 
-def fire_lag_buckets(
-    conn: Connection, bounds: Sequence[float], window: timedelta
-) -> tuple[int, float, list[int]]:
-    """Histogram of ``created_at - scheduled_for`` for scheduled runs created within ``window``.
+# --- retention: ended runs only, through ix_scout_runs_ended. A run ended by
+# scout-tasks always has its completed_at; one made terminal by plain SQL
+# without it is never pruned.
 
-    Returns (count, sum of seconds, cumulative count per bound), counted in the
-    database so one row comes back however many runs there are.
+
+def _ended_before(cutoff: datetime) -> tuple[Any, ...]:
+    return (runs.c.status.in_(ENDED_STATUSES), runs.c.completed_at < cutoff)
+
+
+def lock_prunable(conn: Connection, cutoff: datetime, limit: int) -> list[uuid.UUID]:
+    """Lock up to ``limit`` runs that ended before ``cutoff``, oldest first.
+
+    A run another transaction holds (an event being recorded) is skipped, not
+    waited for: the next batch or the next tick takes it.
     """
-    lag = func.extract("epoch", runs.c.created_at - runs.c.scheduled_for)
-    row = conn.execute(
-        select(
-            func.count(),
-            func.coalesce(func.sum(lag), 0),
-            *(func.count().filter(lag <= bound) for bound in bounds),
-        ).where(
-            runs.c.scheduled_for.is_not(None),
-            runs.c.created_at >= func.now() - window,
-        )
-    ).one()
-    count, total, *cumulative = row
-    return int(count), float(total), [int(c) for c in cumulative]
+    query = select(runs.c.id).where(*_ended_before(cutoff)).order_by(runs.c.completed_at)
+    return list(conn.execute(query.limit(limit).with_for_update(skip_locked=True)).scalars())
+
+
+def count_prunable(conn: Connection, cutoff: datetime) -> int:
+    """How many runs ended before ``cutoff`` (what a prune would delete)."""
+    query = select(func.count()).select_from(runs).where(*_ended_before(cutoff))
+    return int(conn.execute(query).scalar_one())
+
+
+def delete_runs(conn: Connection, ids: Sequence[uuid.UUID]) -> int:
+    """Delete these (locked) runs; a schedule pointing at one loses its last_run_id."""
+    return conn.execute(delete(runs).where(runs.c.id.in_(ids))).rowcount if ids else 0
 
 
 def insert_schedule_manual_run(

@@ -298,15 +298,31 @@ class Horizon:
     unscheduled: bool
 
 
-def enabled_and_skipped_totals(conn: Connection) -> tuple[int, int]:
-    """How many schedules are enabled, and how many slots all schedules skipped."""
-    enabled, skipped = conn.execute(
-        select(
-            func.count().filter(schedules.c.enabled),
-            func.coalesce(func.sum(schedules.c.skipped_slots), 0),
-        )
-    ).one()
-    return int(enabled), int(skipped)
+# Range scans of the partial due-index (enabled schedules only).
+_COUNT_ENABLED = text(
+    """
+    SELECT count(*),
+           count(*) FILTER (WHERE next_run_at <= now()),
+           count(*) FILTER (WHERE next_run_at < now() - make_interval(secs => :overdue_after))
+    FROM scout_schedules
+    WHERE enabled
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EnabledCounts:
+    enabled: int
+    # next_run_at has passed (by the database's clock): firing is about to take them.
+    due: int
+    # next_run_at passed more than ``overdue_after`` seconds ago: nothing is firing them.
+    overdue: int
+
+
+def count_enabled(conn: Connection, overdue_after: float) -> EnabledCounts:
+    """Enabled schedules, and how many of them are due and overdue now."""
+    enabled, due, overdue = conn.execute(_COUNT_ENABLED, {"overdue_after": overdue_after}).one()
+    return EnabledCounts(int(enabled), int(due), int(overdue))
 
 
 # --- operating a schedule: run now, pause, resume -----------------------------

@@ -2,7 +2,7 @@
 
 Each query stays cheap with a million schedules: pages are keyset pages on
 the name (the unique index), searches use the trigram indexes of
-``scout_schedule_search`` (migration 0004), and counts are either bounded (a
+``scout_schedule_search`` (migration 0006), and counts are either bounded (a
 LIMIT inside) or read a small partial index. The writes stay in
 :mod:`scout_tasks.schedules`.
 """

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from scout_tasks import cron, outbox, runs, schedules, validation
+from scout_tasks import counters, cron, outbox, runs, schedules, validation
 from scout_tasks.changes import has_changes, list_changes, set_actor
 from scout_tasks.db import db_now
 from scout_tasks.errors import ScheduleNotFound
@@ -171,6 +171,7 @@ def trigger_run(
         queued = outbox.add_events(
             conn, [outbox.PendingEvent(event.event_id, TRIGGER, event.to_payload(), run["id"])]
         )
+        counters.bump(conn, counters.runs_created("manual"))
     log.info("manual run created", extra={"action": "run.created", "run_id": str(run["id"])})
     delivered = False
     if publisher is not None:
@@ -188,6 +189,7 @@ def cancel_run(
         queued = outbox.add_events(
             conn, [outbox.PendingEvent(event.event_id, CANCELLED, event.to_payload(), run_id)]
         )
+        counters.bump(conn, counters.runs_finished(["cancelled"]))
     log.info("run cancelled", extra={"action": "run.cancelled", "run_id": str(run_id)})
     delivered = False
     if publisher is not None:
@@ -260,6 +262,7 @@ def run_now(
         )
         schedules.record_manual_run(conn, schedule["id"], run["id"])
         queued = _queue_trigger(conn, run)
+        counters.bump(conn, counters.runs_created("manual"))
     log.info(
         "schedule run now",
         extra={

@@ -15,32 +15,72 @@ import functools
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_core import core_schema
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scout_tasks.dev import state as dev_state
 from scout_tasks.errors import ConfigurationError
 
 
+class SecretUrl(str):
+    """A server URL whose ``repr`` hides its password.
+
+    ``str()`` is still the URL itself, which the drivers need to connect; every
+    repr (of the settings, in a traceback's locals, in a debugger) shows
+    :func:`mask_url`'s form, and log lines use :attr:`masked`.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(mask_url(self))
+
+    @property
+    def masked(self) -> str:
+        return mask_url(self)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, _source: Any, _handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(cls, core_schema.str_schema())
+
+
+def _secret_url(value: str | None) -> SecretUrl | None:
+    return None if value is None else SecretUrl(value)
+
+
+# The fields whose values are URLs that may carry a password.
+_URL_FIELDS = ("database_url", "broker_url")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="SCOUT_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="SCOUT_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        # A refused value is never repeated in an error: it may be a password.
+        hide_input_in_errors=True,
     )
 
     # None: the embedded servers of the `scout-tasks dev` running here (see resolve()).
-    database_url: str | None = None
-    broker_url: str | None = None
+    database_url: SecretUrl | None = None
+    broker_url: SecretUrl | None = None
     exchange: str = Field(default="scout", min_length=1, max_length=255)
     tick_seconds: float = Field(default=30.0, gt=0, le=3600)
-    api_token: str | None = None
+    # A secret: repr and str show '**********'; .get_secret_value() is the token.
+    api_token: SecretStr | None = None
     # The Celery queue the tick and fire tasks travel on; separate deployments
     # (or test runs) sharing a vhost use different names.
     task_queue: str = Field(default="scout-tasks", min_length=1, max_length=255)
     # How many due schedules one transaction claims; bounded so a tick never
     # holds thousands of row locks for long.
     fire_batch_size: int = Field(default=1000, ge=1, le=10000)
+    # Ended runs (and their recorded events) older than this many days are
+    # deleted by the tick, a few batches at a time; 0 keeps everything.
+    run_retention_days: int = Field(default=90, ge=0, le=36500)
     run_pending_timeout: float = Field(default=3600.0, gt=0)
     run_timeout: float = Field(default=6 * 3600.0, gt=0)
     # `json`: every log line of beat, worker and API is one JSON object (scout_tasks.logs).
@@ -52,12 +92,13 @@ class Settings(BaseSettings):
         # `export SCOUT_DATABASE_URL=` means "not set", not "an invalid URL".
         return None if value == "" else value
 
-    @field_validator("database_url")
+    @field_validator("database_url", mode="before")
     @classmethod
-    def _postgres_only(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
+    def _postgres_only(cls, value: object) -> object:
+        if not isinstance(value, str) or value == "":
+            return value
         if not value.startswith(("postgresql", "postgres://")):
+            # The message never repeats the value: it may hold a password.
             raise ValueError("must be a PostgreSQL URL (postgresql+psycopg2://...)")
         if value.startswith("postgres://"):
             value = "postgresql+psycopg2://" + value.removeprefix("postgres://")
@@ -65,10 +106,21 @@ class Settings(BaseSettings):
             value = "postgresql+psycopg2://" + value.removeprefix("postgresql://")
         return value
 
-    @field_validator("api_token")
+    @field_validator("api_token", mode="before")
     @classmethod
-    def _empty_token_is_unset(cls, value: str | None) -> str | None:
+    def _empty_token_is_unset(cls, value: object) -> object:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         return value or None
+
+    def __repr_args__(self) -> Any:
+        # A URL put in by model_copy(update=...) skips validation: mask it anyway.
+        for name, value in super().__repr_args__():
+            yield name, (_secret_url(value) if name in _URL_FIELDS else value)
+
+    def token(self) -> str | None:
+        """The API token itself (compare it, never print it)."""
+        return None if self.api_token is None else self.api_token.get_secret_value()
 
 
 def mask_url(url: str) -> str:
@@ -116,8 +168,8 @@ def resolve(settings: Settings, folder: Path | str | None = None) -> Settings:
     if instance is not None:
         return settings.model_copy(
             update={
-                "database_url": settings.database_url or instance.database_url,
-                "broker_url": settings.broker_url or instance.broker_url,
+                "database_url": settings.database_url or _secret_url(instance.database_url),
+                "broker_url": settings.broker_url or _secret_url(instance.broker_url),
             }
         )
     if settings.database_url is None:

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from scout_tasks import runs
+from scout_tasks import counters, runs
 from scout_tasks.events import STARTED
 from scout_tasks.settings import get_settings
 
@@ -52,6 +52,13 @@ def sweep_stale_runs(
             run_timeout=run_timeout,
             pending_message=f"no {STARTED} within {_seconds(pending_timeout)}s",
             running_message=f"no event for {_seconds(run_timeout)}s",
+        )
+        counters.bump(
+            conn,
+            counters.merge(
+                counters.runs_finished(["failed"] * len(failed)),
+                {(counters.RUNS_STALE, ""): len(failed)},
+            ),
         )
     for run_id, message in failed:
         log.warning(

@@ -12,11 +12,13 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -134,12 +136,15 @@ schedules = Table(
         "next_run_at",
         postgresql_where=text("enabled"),
     ),
+    # Deleting a run (retention) sets last_run_id to NULL where it points at
+    # it: without this, one scan of all schedules per deleted run.
+    Index("ix_scout_schedules_last_run_id", "last_run_id"),
     # The console's "paused" filter and count; enabled rows never enter it.
     Index("ix_scout_schedules_disabled", "name", postgresql_where=text("NOT enabled")),
 )
 
 # The console's search: each schedule's name and source, kept in step by
-# triggers (migration 0004) and trigram-indexed here rather than on
+# triggers (migration 0006) and trigram-indexed here rather than on
 # scout_schedules, whose every fire would otherwise rewrite the trigram entries.
 schedule_search = Table(
     "scout_schedule_search",
@@ -204,6 +209,12 @@ runs = Table(
         "updated_at",
         postgresql_where=text("status IN ('pending', 'running')"),
     ),
+    # Retention: the ended runs, oldest first, without reading the active ones.
+    Index(
+        "ix_scout_runs_ended",
+        "completed_at",
+        postgresql_where=text("status IN ('completed', 'failed', 'cancelled')"),
+    ),
 )
 
 # Events waiting for the broker's confirm. A row is written in the same
@@ -260,4 +271,34 @@ schedule_changes = Table(
     Index(
         "ix_scout_schedule_changes_schedule_id_at", "schedule_id", text("at DESC"), text("id DESC")
     ),
+)
+
+# The monotonic counters behind /metrics (see scout_tasks/counters.py): bumped in
+# the transaction of the work they count, so they hold across processes, hosts
+# and restarts, and deleting schedules or pruning runs never lowers them. A
+# counter is split over a few shards so concurrent writers rarely share a row;
+# a scrape adds the shards up. ``label`` is the one label's value (a trigger
+# type, a status, a histogram bucket's upper bound), '' for none.
+counters = Table(
+    "scout_counters",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("label", String(100), primary_key=True, server_default=text("''")),
+    Column("shard", SmallInteger, primary_key=True),
+    Column("value", BigInteger, nullable=False, server_default=text("0")),
+)
+
+# The leading beat's heartbeat: one row, written by the leader every time it
+# sends a tick (see scout_tasks/heartbeat.py), read by `scout-tasks status` and
+# /metrics. The beat's own tick period is stored so a reader judges "silent"
+# by the beat's configuration, not its own.
+beat = Table(
+    "scout_beat",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, server_default=text("1")),
+    Column("leader", Text, nullable=False),
+    Column("tick_seconds", Float, nullable=False),
+    Column("leader_since", DateTime(timezone=True), nullable=False, server_default=_now),
+    Column("last_tick_at", DateTime(timezone=True), nullable=False, server_default=_now),
+    CheckConstraint("id = 1", name="single_row"),
 )

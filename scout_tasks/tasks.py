@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from scout_tasks import db, firing, outbox, sweep
+from scout_tasks import db, firing, outbox, retention, sweep
 from scout_tasks.celery_app import FIRE, TICK, app
 from scout_tasks.publisher import process_publisher
 from scout_tasks.settings import get_settings
@@ -100,6 +100,7 @@ def tick(slot: str | None = None) -> dict[str, Any]:
     result["relayed"] = relayed
     if "error" not in result:
         result["stale"] = _sweep(slot)
+        result["pruned"] = _prune(slot)
     return result
 
 
@@ -117,3 +118,26 @@ def _sweep(slot: str | None) -> int:
             extra={"action": "tick.db_error", "slot": slot},
         )
         return 0
+
+
+# The tick's share of retention: at most this many batches (of
+# retention.BATCH_SIZE runs) per tick, so a long backlog of old runs is worked
+# off over several ticks instead of holding up this one.
+PRUNE_BATCHES_PER_TICK = 5
+
+
+def _prune(slot: str | None) -> int:
+    """Delete ended runs older than SCOUT_RUN_RETENTION_DAYS (0: keep everything)."""
+    days = get_settings().run_retention_days
+    if days <= 0:
+        return 0
+    try:
+        report = retention.prune_runs(db.get_engine(), days, max_batches=PRUNE_BATCHES_PER_TICK)
+    except DBAPIError as exc:
+        log.warning(
+            "database unavailable, retention skipped: %s",
+            exc.orig,
+            extra={"action": "tick.db_error", "slot": slot},
+        )
+        return 0
+    return report.runs

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from scout_tasks import console, db
-from scout_tasks.api import errors, ops, runs, schedules
+from scout_tasks.api import errors, metrics, ops, runs, schedules
 from scout_tasks.api.deps import Scout
 from scout_tasks.api.limits import BodySizeLimit
 from scout_tasks.settings import Settings, get_settings
@@ -53,6 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         static_url=DOCS_ASSETS,
     )
     app.state.scout = scout
+    # Built once: its collector reads the database on every scrape.
+    app.state.metrics_registry = metrics.make_registry(scout.engine)
     errors.install(app)
     app.add_middleware(BodySizeLimit)
     app.include_router(schedules.router)

@@ -65,7 +65,7 @@ def require_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     """Mutating routes need the token when one is configured; reads stay open."""
-    token = get_scout(request).settings.api_token
+    token = get_scout(request).settings.token()
     if token is None:
         return
     given = credentials.credentials if credentials is not None else ""

@@ -1,8 +1,9 @@
 """Every failure as JSON ``{"detail", "field"}``, FastAPI's own refusals included.
 
 A database outage is a 503 the client may retry, never a 500 with a
-traceback. How a database error is classified lives in one function,
-:func:`database_error`, the seam for a shared translator.
+traceback. Database errors are classified once, by the project's shared
+:func:`scout_tasks.db.translate_db_error`, and mapped to a status in
+:func:`translated_error`.
 """
 
 from __future__ import annotations
@@ -14,20 +15,19 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import (
-    DBAPIError,
-    DisconnectionError,
-    InterfaceError,
-    OperationalError,
-    SQLAlchemyError,
-)
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
 from scout_tasks.api.models import ErrorBody
+from scout_tasks.db import translate_db_error
 from scout_tasks.errors import (
+    ConstraintViolation,
+    DatabaseError,
+    DatabaseNotMigrated,
+    DatabaseUnavailable,
     DuplicateScheduleName,
     InvalidInput,
+    InvalidValue,
     NotFound,
     PublishError,
     RunAlreadyTerminal,
@@ -48,12 +48,6 @@ def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody} for code in codes}
 
 
-def first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    lines = str(orig).strip().splitlines()
-    return lines[0] if lines else type(orig).__name__
-
-
 def scout_error(_request: Request, exc: Exception) -> JSONResponse:
     # DuplicateScheduleName is an InvalidInput: test it first.
     if isinstance(exc, DuplicateScheduleName):
@@ -66,6 +60,8 @@ def scout_error(_request: Request, exc: Exception) -> JSONResponse:
         return error(409, str(exc))
     if isinstance(exc, PublishError):
         return error(503, str(exc))
+    if isinstance(exc, DatabaseError):
+        return translated_error(exc)
     log.error("unexpected error: %s", exc, extra={"action": "api.error"})
     return error(500, "internal error")
 
@@ -104,25 +100,30 @@ def unexpected(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def database_error(_request: Request, exc: Exception) -> JSONResponse:
+    """A driver error, classified by the shared :func:`scout_tasks.db.translate_db_error`."""
+    assert isinstance(exc, SQLAlchemyError)
+    return translated_error(translate_db_error(exc))
+
+
+def translated_error(exc: DatabaseError) -> JSONResponse:
     """The one place a database error becomes an HTTP status.
 
     Unreachable or unmigrated is 503 (retry later); a value the database cannot
-    store (SQLSTATE class 22) is the caller's 422; anything else is a 500.
+    store is the caller's 422; a taken name or another refused row is a
+    conflict, 409; anything else is a 500 whose detail stays in the log.
     """
-    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeoutError):
-        log.warning(
-            "database unavailable: %s", first_line(exc), extra={"action": "api.db_unavailable"}
-        )
-        return error(503, f"database unavailable: {first_line(exc)}")
-    pgcode = str(getattr(exc.orig, "pgcode", None) or "") if isinstance(exc, DBAPIError) else ""
-    if pgcode == "42P01":
-        return error(503, "the database has no scout-tasks tables; run `scout-tasks db upgrade`")
-    if pgcode.startswith("22"):
+    if isinstance(exc, DatabaseNotMigrated):
+        return error(503, str(exc))
+    if isinstance(exc, DatabaseUnavailable):
+        log.warning("database unavailable: %s", exc.detail, extra={"action": "api.db_unavailable"})
+        return error(503, str(exc))
+    if isinstance(exc, InvalidValue):
         # Validation should have caught it, so log it as a gap.
-        log.warning(
-            "database refused a value: %s", first_line(exc), extra={"action": "api.data_error"}
-        )
-        return error(422, f"invalid value: {first_line(exc)}")
+        log.warning("database refused a value: %s", exc.detail, extra={"action": "api.data_error"})
+        return error(422, str(exc))
+    if isinstance(exc, ConstraintViolation):
+        log.warning("database refused a row: %s", exc.detail, extra={"action": "api.constraint"})
+        return error(409, str(exc))
     log.error("database error", exc_info=exc, extra={"action": "api.db_error"})
     return error(500, "internal error")
 

@@ -120,16 +120,22 @@ class NextTimes(BaseModel):
     times: list[datetime]
 
 
+class Live(BaseModel):
+    """``/livez``: the process serves."""
+
+    status: Literal["ok"]
+
+
 class Health(BaseModel):
-    """``/healthz``: each check is ``ok`` or why it failed."""
+    """``/readyz`` (and ``/healthz``): each dependency ``ok`` or ``down``, nothing more."""
 
     status: Literal["ok", "unavailable"]
-    database: str
-    broker: str
+    database: Literal["ok", "down"]
+    broker: Literal["ok", "down"]
 
 
 class Unhealthy(Health):
-    """``/healthz`` when a check failed: which one and why, in ``detail``."""
+    """``/readyz`` when a dependency is down: ``detail`` names which."""
 
     detail: str
     field: None = None

@@ -20,6 +20,7 @@ from scout_tasks.cli.operate import COMMANDS as OPERATING
 from scout_tasks.cli.runs import runs_group, trigger
 from scout_tasks.cli.schedules import schedules_group
 from scout_tasks.cli.serve import api, dev
+from scout_tasks.cli.status import status
 
 __all__ = ["cli", "main"]
 
@@ -30,7 +31,7 @@ def cli() -> None:
     """scout-tasks: cron schedules for Scout runs (Celery + PostgreSQL + RabbitMQ)."""
 
 
-for _command in (db_group, schedules_group, trigger, runs_group, cron_group, api, dev):
+for _command in (db_group, schedules_group, trigger, runs_group, cron_group, status, api, dev):
     cli.add_command(_command)
 for _command in OPERATING:
     schedules_group.add_command(_command)

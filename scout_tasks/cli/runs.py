@@ -126,3 +126,44 @@ def runs_cancel(run_id: str, as_json: bool) -> None:
             err=True,
         )
     emit(run, as_json, record)
+
+
+@runs_group.command("prune")
+@click.option(
+    "--older-than",
+    "days",
+    type=click.IntRange(1, 36500),
+    required=True,
+    metavar="DAYS",
+    help="Delete runs that ended more than DAYS days ago.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@json_option
+@handles_errors
+def runs_prune(days: int, dry_run: bool, as_json: bool) -> None:
+    """Delete completed, failed and cancelled runs that ended more than DAYS days ago.
+
+    Their recorded lifecycle events go with them; a pending or running run is
+    never deleted. Works in batches of 1000 runs, one short transaction each.
+    """
+    from scout_tasks import retention
+
+    report = retention.prune_runs(engine(), days, dry_run=dry_run)
+    data = {
+        "cutoff": report.cutoff,
+        "dry_run": report.dry_run,
+        "runs": report.runs,
+        "events": None if report.dry_run else report.events,
+        "outbox": None if report.dry_run else report.outbox,
+        "batches": report.batches,
+    }
+
+    cutoff = report.cutoff.isoformat(timespec="seconds")
+    if report.dry_run:
+        summary = f"would delete {report.runs} run(s) that ended before {cutoff} (dry run)"
+    else:
+        summary = (
+            f"deleted {report.runs} run(s) that ended before {cutoff}, "
+            f"with {report.events} recorded event(s), in {report.batches} batch(es)"
+        )
+    emit(data, as_json, lambda _data: summary)

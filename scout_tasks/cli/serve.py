@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import logging.config
+from typing import Any
+
 import click
 
 from scout_tasks.cli.common import handles_errors
@@ -18,15 +23,40 @@ def api(host: str, port: int) -> None:
 
     from scout_tasks import logs
 
-    get_settings()
+    settings = get_settings()
+    log_config = logs.uvicorn_log_config()
+    if settings.api_token is None and beyond_loopback(host):
+        _warn_open(host, port, log_config)
     uvicorn.run(
         "scout_tasks.api:create_app",
         factory=True,
         host=host,
         port=port,
         log_level="info",
-        log_config=logs.uvicorn_log_config(),
+        log_config=log_config,
     )
+
+
+def beyond_loopback(host: str) -> bool:
+    """Whether other machines may reach ``host`` (a name may resolve to anything)."""
+    if host.lower() == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return True
+
+
+def _warn_open(host: str, port: int, log_config: dict[str, Any]) -> None:
+    """Loud on purpose: a log line in the server's format, and the same on stderr."""
+    message = (
+        f"the API listens on {host}:{port}, beyond loopback, without SCOUT_API_TOKEN: "
+        "anyone who reaches it can create, change and delete schedules and start or "
+        "cancel runs. Set SCOUT_API_TOKEN, or listen on 127.0.0.1."
+    )
+    logging.config.dictConfig(log_config)
+    logging.getLogger("uvicorn.error").warning(message, extra={"action": "api.no_token"})
+    click.echo(f"scout-tasks: WARNING: {message}", err=True)
 
 
 @click.command("dev")

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 from starlette.exceptions import StarletteDeprecationWarning
 
@@ -601,75 +600,7 @@ def test_unknown_route_and_method_are_json(client: TestClient) -> None:
     assert_error(client.put(SCHEDULES, json={}), 405, None)
 
 
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return out
-
-
-def test_metrics_are_read_from_the_database(
-    client: TestClient, engine: Engine, event_queue: EventQueue
-) -> None:
-    schedule = create(client)
-    create(client, name="off", enabled=False)
-    run = trigger(client)
-    client.post(f"{RUNS}/{run['id']}/cancel")
-    trigger(client)
-    insert_scheduled_run(engine, schedule["id"], lag="3 seconds")
-    insert_scheduled_run(engine, schedule["id"], lag="150 seconds")
-    # An old run is outside the lag window.
-    execute(
-        engine,
-        """
-        INSERT INTO scout_runs (trigger_type, source, max_strategies, schedule_id,
-                                scheduled_for, created_at)
-        VALUES ('scheduled', 'stratninja', 1, :sid, now() - interval '2 hours',
-                now() - interval '2 hours' + interval '1 second')
-        """,
-        sid=schedule["id"],
-    )
-    execute(
-        engine, "UPDATE scout_schedules SET skipped_slots = 4 WHERE id = :id", id=schedule["id"]
-    )
-    execute(
-        engine,
-        """
-        INSERT INTO scout_outbox (event_id, routing_key, payload)
-        VALUES (gen_random_uuid(), 'scout.trigger', '{}')
-        """,
-    )
-
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    for name in (
-        "scout_runs",
-        "scout_schedules_enabled",
-        "scout_outbox_backlog",
-        "scout_skipped_slots_total",
-        "scout_fire_lag_seconds",
-    ):
-        assert name in response.text
-    samples = _samples(response.text)
-    assert samples[("scout_runs", (("status", "pending"),))] == 4
-    assert samples[("scout_runs", (("status", "cancelled"),))] == 1
-    assert samples[("scout_runs", (("status", "failed"),))] == 0
-    assert samples[("scout_schedules_enabled", ())] == 1
-    assert samples[("scout_outbox_backlog", ())] == 1
-    assert samples[("scout_skipped_slots_total", ())] == 4
-    assert samples[("scout_fire_lag_seconds_count", ())] == 2
-    assert samples[("scout_fire_lag_seconds_bucket", (("le", "2.5"),))] == 0
-    assert samples[("scout_fire_lag_seconds_bucket", (("le", "5.0"),))] == 1
-    assert samples[("scout_fire_lag_seconds_bucket", (("le", "120.0"),))] == 1
-    assert samples[("scout_fire_lag_seconds_bucket", (("le", "300.0"),))] == 2
-    assert samples[("scout_fire_lag_seconds_bucket", (("le", "+Inf"),))] == 2
-    assert samples[("scout_fire_lag_seconds_sum", ())] == pytest.approx(153)
-
-    # A second scrape reads the database again, not a cached registry.
-    execute(engine, "DELETE FROM scout_outbox")
-    assert _samples(client.get("/metrics").text)[("scout_outbox_backlog", ())] == 0
+# /metrics, /livez and /readyz in depth: tests/integration/test_ops.py.
 
 
 def test_openapi_lists_the_routes(client: TestClient) -> None:
@@ -685,6 +616,8 @@ def test_openapi_lists_the_routes(client: TestClient) -> None:
         "/api/scout/runs": {"get"},
         "/api/scout/runs/{id}": {"get"},
         "/api/scout/runs/{id}/cancel": {"post"},
+        "/livez": {"get"},
+        "/readyz": {"get"},
         "/healthz": {"get"},
         "/metrics": {"get"},
     }

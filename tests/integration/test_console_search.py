@@ -1,4 +1,4 @@
-"""The console's search copy (migration 0004): filled on upgrade, kept by triggers, never
+"""The console's search copy (migration 0006): filled on upgrade, kept by triggers, never
 written by firing, and the query plans it exists for."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ def empty_url() -> Iterator[str]:
         yield url
 
 
-def test_upgrading_from_0003_copies_the_existing_schedules(empty_url: str) -> None:
-    migrate.upgrade(empty_url, "0003")
+def test_upgrading_from_0005_copies_the_existing_schedules(empty_url: str) -> None:
+    migrate.upgrade(empty_url, "0005")
     engine = create_engine(empty_url, poolclass=NullPool)
     try:
         execute(
@@ -32,7 +32,7 @@ def test_upgrading_from_0003_copies_the_existing_schedules(empty_url: str) -> No
         with engine.connect() as conn:
             page, _ = search.search_schedules(conn, search.ScheduleSearch(text="upgrade"), 10)
         assert [r["name"] for r in page] == ["before upgrade"]
-        migrate.downgrade(empty_url, "0003")
+        migrate.downgrade(empty_url, "0005")
         assert scalar(engine, "SELECT count(*) FROM scout_schedules") == 1
     finally:
         engine.dispose()

@@ -22,6 +22,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 import warnings
@@ -188,7 +189,7 @@ def test_the_cli_never_prints_the_database_password(form: str, tmp_path: Path) -
     }
     # The two ways the URL reaches the terminal: the one-line error of any command
     # that needs the database, and db upgrade's "migrating <url>" banner.
-    commands = [("schedules", "list"), ("db", "upgrade")]
+    commands = [("schedules", "list"), ("db", "upgrade"), ("status",)]
     with ThreadPoolExecutor(len(commands)) as pool:
         results = list(pool.map(lambda args: run_cli(*args, env=env, cwd=tmp_path), commands))
     outputs = {" ".join(c): r.stdout + r.stderr for c, r in zip(commands, results, strict=True)}
@@ -255,6 +256,7 @@ def test_api_responses_and_logs_never_show_a_password_or_the_token(
     responses: dict[str, httpx.Response] = {}
     with _client(db_down, broker_down) as client:
         responses["healthz, both down"] = client.get("/healthz")
+        responses["readyz, both down"] = client.get("/readyz")
         responses["list, database down"] = client.get("/api/scout/schedules")
         responses["metrics, database down"] = client.get("/metrics")
         responses["trigger, database down"] = client.post(
@@ -262,6 +264,7 @@ def test_api_responses_and_logs_never_show_a_password_or_the_token(
         )
     with _client(with_password(db_url), broker_down) as client:
         responses["healthz, broker down"] = client.get("/healthz")
+        responses["metrics"] = client.get("/metrics")
         responses["trigger, broker down"] = client.post(
             "/api/scout/trigger", json=trigger, headers=good
         )
@@ -338,6 +341,62 @@ def test_the_api_server_logs_neither_passwords_nor_the_token(db_url: str, tmp_pa
     record("scout-tasks api server output while serving (access log included)", 1, leaks(output))
     assert statuses == [503, 201, 401, 201, 422], output[-2000:]
     assert "/api/scout/trigger" in output  # the access log was captured
+    assert leaks(output) == []
+
+
+# --- the settings themselves -----------------------------------------------------------------
+
+SHOW_SETTINGS = """
+import logging, traceback
+from scout_tasks.settings import get_settings
+settings = get_settings()
+print(repr(settings))
+print(settings)
+print(repr(settings.database_url), repr(settings.broker_url), repr(settings.api_token))
+print(settings.api_token, settings.model_dump())
+logging.basicConfig(level=logging.INFO)
+logging.getLogger("check").info("settings: %r", settings)
+try:
+    raise RuntimeError(settings)
+except RuntimeError:
+    traceback.print_exc()
+"""
+
+
+def test_repr_and_str_of_the_settings_show_no_password_or_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCOUT_")}
+    env.update(
+        SCOUT_DATABASE_URL=f"postgresql://postgres:{DB_PASSWORD}@db.example:5432/scout",
+        SCOUT_BROKER_URL=f"amqp://scout:{AMQP_PASSWORD}@mq.example:5672//",
+        SCOUT_API_TOKEN=TOKEN,
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", SHOW_SETTINGS],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    record("repr/str/model_dump of the settings, a log line, a traceback", 1, leaks(output))
+    assert result.returncode == 0, output
+    assert leaks(output) == [], output
+    assert "postgres:***@db.example" in output and "scout:***@mq.example" in output
+    assert "SecretStr('**********')" in output and "Traceback" in output
+
+
+def test_a_refused_setting_is_not_repeated_in_the_error(tmp_path: Path) -> None:
+    env = {
+        "SCOUT_DATABASE_URL": f"mysql://root:{DB_PASSWORD}@127.0.0.1:{closed_port()}/scout",
+        "SCOUT_BROKER_URL": f"amqp://guest:{AMQP_PASSWORD}@127.0.0.1:{closed_port()}//",
+    }
+    result = run_cli("status", env=env, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    record("a refused SCOUT_DATABASE_URL", 1, leaks(output))
+    assert result.returncode == 2, output
+    assert "SCOUT_DATABASE_URL" in result.stderr
     assert leaks(output) == []
 
 

@@ -38,6 +38,8 @@ OPERATIONS = {
     ("get", "/api/scout/runs"): "list_runs",
     ("get", "/api/scout/runs/{id}"): "get_run",
     ("post", "/api/scout/runs/{id}/cancel"): "cancel_run",
+    ("get", "/livez"): "livez",
+    ("get", "/readyz"): "readyz",
     ("get", "/healthz"): "healthz",
     ("get", "/metrics"): "metrics",
 }
