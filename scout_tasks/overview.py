@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from scout_tasks import outbox, run_events, runs, schedules, search, service
+from scout_tasks import heartbeat, outbox, run_events, runs, schedules, search, service
 from scout_tasks.cron_description import describe
 from scout_tasks.db import db_now
 from scout_tasks.errors import ScoutTasksError
@@ -40,7 +40,10 @@ class Header:
     paused: int
     overdue: int
     outbox_backlog: int
+    outbox_oldest_at: datetime | None
     beat_leads: bool
+    # When the leading beat last ticked (scout_beat), None if none ever did.
+    last_tick_at: datetime | None
 
     @property
     def enabled(self) -> int:
@@ -49,13 +52,17 @@ class Header:
 
 def header(conn: Connection) -> Header:
     total, estimated = search.count_all(conn)
+    backlog, oldest = outbox.backlog(conn)
+    beat = heartbeat.read_beat(conn)
     return Header(
         total=total,
         total_estimated=estimated,
         paused=search.count_disabled(conn, COUNT_CAP),
         overdue=search.count_overdue(conn, OVERDUE_SECONDS, COUNT_CAP),
-        outbox_backlog=outbox.backlog(conn),
+        outbox_backlog=backlog,
+        outbox_oldest_at=oldest,
         beat_leads=schedules.leader_present(conn),
+        last_tick_at=None if beat is None else beat.last_tick_at,
     )
 
 

@@ -32,10 +32,10 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scout_tasks import migrate, service  # noqa: E402
+from scout_tasks import heartbeat, migrate, service  # noqa: E402
 from scout_tasks.api import create_app  # noqa: E402
-from scout_tasks.beat import LEADER_LOCK  # noqa: E402
 from scout_tasks.db import make_engine  # noqa: E402
+from scout_tasks.schedules import LEADER_LOCK  # noqa: E402
 from scout_tasks.settings import Settings  # noqa: E402
 from tests.cdp import Browser  # noqa: E402
 from tests.integration.live import serve  # noqa: E402
@@ -275,6 +275,7 @@ def main() -> None:
         leader.autocommit = True
         with leader.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(%s)", (LEADER_LOCK,))
+            heartbeat.record_tick(cur, "beat@demo", 30)
         try:
             with serve(create_app(settings)) as base:
                 for shot in shoot(base, schedule_id, args.out):

@@ -50,11 +50,11 @@ def _pages_for(original: Handler) -> Handler:
 
 
 def install(app: FastAPI, settings: Settings) -> None:
-    """Serve the console from ``app`` (the API's), signed with ``settings.api_token``.
+    """Serve the console from ``app`` (the API's), signed with the API token.
 
     Call after the API's error handlers are installed: the console wraps them.
     """
-    app.state.console_sessions = Sessions(settings.api_token)
+    app.state.console_sessions = Sessions(settings.token())
     app.include_router(pages.router)
     app.include_router(actions.router)
     app.mount(STATIC, StaticFiles(packages=[("scout_tasks.console", "static")]), name="console")
