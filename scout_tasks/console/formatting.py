@@ -11,6 +11,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from markupsafe import Markup, escape
+
 from scout_tasks import cron
 
 _UNITS = (
@@ -131,6 +133,11 @@ def count(value: int, capped_at: int | None = None) -> str:
     return f"{value:,}"
 
 
+def breakable(text: str) -> Markup:
+    """``text`` escaped, allowed to wrap after each ``/`` (``America/<wbr>New_York``)."""
+    return Markup("/<wbr>").join(escape(part) for part in str(text).split("/"))
+
+
 def plain(value: Any) -> str:
     """A history value as the JSON it was stored as: ``true``, ``null``, ``"text"`` bare."""
     if value is None:
@@ -144,6 +151,7 @@ def plain(value: Any) -> str:
 
 FILTERS = {
     "plain": plain,
+    "breakable": breakable,
     "clock": clock,
     "relative": relative,
     "utc_iso": utc_iso,

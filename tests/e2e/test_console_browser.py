@@ -139,10 +139,24 @@ def test_schedules_page_shows_the_schedule_with_its_description_and_next_times(
     assert len(times) == 3
     assert all("09:00 CE" in t for t in times), times  # CET or CEST: Berlin's wall clock
     assert times[0].startswith("in ")
-    # At 1280 px the table fits: no horizontal scrolling.
+    # At 1280 px the table fits, whatever the rows hold: no horizontal scrolling.
+    for index, zone in enumerate(("America/Argentina/ComodRivadavia", "Pacific/Port_Moresby")):
+        long = service.create_schedule(
+            engine,
+            {
+                "name": f"{index}-" + "x" * 250,
+                "cron_expression": "*/30 0-6 1,15 JAN-MAR MON-FRI",
+                "source": "s" * 50,
+                "max_strategies": 1000,
+                "timezone": zone,
+            },
+        )
+        service.pause(engine, long["id"], reason="why " * 125, actor="a" * 200)
+    browser.goto(f"{base}/ui")
     assert browser.js(
         "(w => w.scrollWidth <= w.clientWidth)(document.querySelector('.table-wrap'))"
-    )
+    ), browser.js("document.querySelector('.table-wrap').scrollWidth")
+    browser.goto(f"{base}/ui")
     # The UTC instant is one hover away.
     title = browser.js("document.querySelector('table.schedules td.next time').title")
     assert title.endswith(" UTC") and (" 08:00:00" in title or " 07:00:00" in title), title
