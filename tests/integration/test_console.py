@@ -85,6 +85,7 @@ def banner(page: str) -> str:
 
 def text_of(page: str) -> str:
     """The page's words, tags dropped and entities decoded."""
+    page = page.replace("<wbr>", "")  # a line-break hint, not a space
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)))
 
 
