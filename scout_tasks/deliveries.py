@@ -1,4 +1,4 @@
-"""What a lifecycle delivery carries, read safely, and its bounded copy when one is set aside."""
+"""One lifecycle delivery: its contents, read safely, and settling it (with a bounded copy)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from kombu import Consumer, Producer
 from kombu.message import Message
 
 from scout_tasks.inbound import MAX_BODY_BYTES, MAX_NAME_CHARS
-from scout_tasks.recorder import MAX_REASON
+from scout_tasks.recorder import MAX_REASON, Outcome, OutcomeKind
 
 # Headers on a copy set aside by the consumer (brokers without dead-lettering,
 # and the old classic queue): why, where the message was first published, and
@@ -88,3 +88,59 @@ def publish_copy(message: Message, dead_queue: str, reason: str, exchange: str) 
         retry=False,
         **properties,
     )
+
+
+# --- settling ----------------------------------------------------------------------
+#
+# Each function returns the verb the consumer counts: acked, rejected (the
+# broker dead-letters it), returned (a delivery spent) or set_aside (copied).
+
+
+def settle(
+    message: Message, outcome: Outcome, dead_lettering: bool, *, dead_queue: str, exchange: str
+) -> str:
+    """Acknowledge ``message``, or set it aside when ``outcome`` says it is malformed."""
+    if outcome.kind is not OutcomeKind.MALFORMED:
+        message.ack()
+        return "acked"
+    if dead_lettering:
+        # The broker dead-letters it: nothing is published from here.
+        message.reject(requeue=False)
+        return "rejected"
+    publish_copy(message, dead_queue, outcome.reason or "malformed", exchange)
+    message.ack()
+    return "set_aside"
+
+
+def return_or_set_aside(
+    message: Message, reason: str, dead_lettering: bool, *, dead_queue: str, exchange: str
+) -> str:
+    """Give ``message`` back for another delivery (the limit ends a loop), or set it aside."""
+    if dead_lettering:
+        # basic.reject with requeue: a delivery spent, so the limit ends a loop.
+        message.reject(requeue=True)
+        return "returned"
+    # Nothing would count deliveries here: set it aside at once.
+    publish_copy(message, dead_queue, reason, exchange)
+    message.ack()
+    return "set_aside"
+
+
+def ack_all(messages: list[Message], outstanding: list[Message]) -> int:
+    """Acknowledge ``messages``: one multiple ack when it is safe; returns how many.
+
+    A multiple ack covers every delivery up to its tag on the channel, so it is
+    used only when none of the ``outstanding`` deliveries (held or not yet
+    recorded) is older on the same channel.
+    """
+    if not messages:
+        return 0
+    last = max(messages, key=lambda m: m.delivery_tag)
+    if len(messages) > 1 and all(
+        m.channel is not last.channel or m.delivery_tag > last.delivery_tag for m in outstanding
+    ):
+        last.ack(multiple=True)
+    else:
+        for message in messages:
+            message.ack()
+    return len(messages)

@@ -3,22 +3,30 @@
 The agents report ``scout.started``, ``scout.progress``, ``scout.completed``
 and ``scout.failed`` on the events exchange (CONTRACT.md, "Events");
 :mod:`scout_tasks.recorder` decides what each one does to its run. This module
-settles the deliveries:
+collects deliveries into batches (up to :data:`BATCH_SIZE` messages, or what
+arrived until the connection was quiet for :data:`IDLE` seconds, and never
+more than :data:`LINGER` seconds after the first, so a lone event is still
+recorded at once), has each batch recorded in one transaction, and settles
+every delivery by its own outcome:
 
 - applied, duplicate, ignored or for an unknown run: acknowledged, after the
-  transaction committed;
+  transaction committed (one multiple ack for the batch when nothing older
+  is outstanding);
 - malformed: rejected without requeue, and the broker dead-letters it
   (:mod:`scout_tasks.lifecycle_queues`); on a broker that cannot, a bounded
-  copy goes to the dead queue, then the message is acknowledged;
-- the handler raised: rejected with requeue (``basic.reject``, which counts
-  as a delivery on every RabbitMQ version), so the queue's delivery limit
-  ends it, as it ends a message that crashes the whole process;
-- the database is down: the message is held, unacknowledged, and retried by
+  copy goes to the dead queue, then the message is acknowledged. Its batch
+  is recorded without it;
+- the handler raised: the batch is handled again one message at a time, and
+  the message that raises is rejected with requeue (``basic.reject``, which
+  counts as a delivery on every RabbitMQ version), so the queue's delivery
+  limit ends it, as it ends a message that crashes the whole process;
+- the database is down: the batch is held, unacknowledged, and retried by
   this consumer with a growing delay (one attempt per delay, not one per
-  message). It is not returned to the queue meanwhile, so an outage spends
-  none of its deliveries, and nothing is lost. One that keeps failing while
-  the database answers other queries is the message's fault: it is returned
-  as if the handler had raised.
+  message), together with what arrived meanwhile. It is not returned to the
+  queue, so an outage spends none of its deliveries, and nothing is lost. A
+  message that keeps failing while the database answers other queries is
+  the message's fault: it is returned as if the handler had raised (a held
+  batch is first tried one message at a time, to find which).
 
 ``lifecycle_step.LifecycleStep`` runs it in ``celery worker``: a worker bootstep
 that starts a thread with its own broker connection, reconnecting with backoff.
@@ -44,30 +52,39 @@ from sqlalchemy import Engine
 
 from scout_tasks.deliveries import (
     RawConsumer,
-    publish_copy,
+    ack_all,
     raw_body,
+    return_or_set_aside,
+    settle,
     short,
-    without_compression,
 )
-from scout_tasks.lifecycle_queues import (
-    LifecycleQueues,
-    declare_queues,
-    delete_if_empty,
-    retire_legacy_queue,
-)
+from scout_tasks.lifecycle_legacy import LegacyDrain
+from scout_tasks.lifecycle_queues import LifecycleQueues, declare_queues
 from scout_tasks.recorder import (
     MAX_REASON,
+    Delivery,
     Outcome,
     OutcomeKind,
+    Session,
     database_answers,
+    handle_batch,
     handle_message,
 )
 
 log = logging.getLogger(__name__)
 
-# How many unacknowledged events one consumer holds; it also bounds how many
-# messages wait out a database outage here.
-PREFETCH = 10
+# How many unacknowledged events one consumer holds (two batches: one being
+# recorded while the next arrives); it also bounds how many wait out a
+# database outage here.
+PREFETCH = 1000
+# A batch: at most this many messages, or bytes of bodies (a flood of
+# 256 KiB bodies must not hold 250 MB in memory) ...
+BATCH_SIZE = 500
+BATCH_BYTES = 16 * 1024 * 1024
+# ... or what arrived until the connection was quiet for IDLE seconds, and
+# never later than LINGER seconds after its first message (a steady trickle).
+IDLE = 0.002
+LINGER = 0.05
 # Backoff while the database is unavailable, and between broker reconnects, in seconds.
 RETRY_FIRST_DELAY = 1.0
 RETRY_MAX_DELAY = 30.0
@@ -75,9 +92,6 @@ RETRY_MAX_DELAY = 30.0
 ATTEMPTS_BEFORE_BLAME = 3
 # A connection that lived this long was healthy: the reconnect backoff starts over.
 HEALTHY_SESSION = 60.0
-# How often the old classic queue is looked at while it still exists.
-LEGACY_INTERVAL = 5.0
-_LEGACY_BATCH = 100
 
 
 @dataclass(slots=True)
@@ -106,6 +120,10 @@ class LifecycleConsumer(ConsumerMixin):
         first_delay: float = RETRY_FIRST_DELAY,
         max_delay: float = RETRY_MAX_DELAY,
         safety_interval: float = 1.0,
+        batch_size: int = BATCH_SIZE,
+        linger: float = LINGER,
+        idle: float = IDLE,
+        prefetch: int = PREFETCH,
     ) -> None:
         self.connection = connection
         self.exchange = exchange
@@ -114,18 +132,28 @@ class LifecycleConsumer(ConsumerMixin):
         self.first_delay = first_delay
         self.max_delay = max_delay
         self.safety_interval = safety_interval
+        self.batch_size = batch_size
+        self.linger = linger
+        self.idle = idle
+        self.prefetch = prefetch
         self.should_stop = False
         self._wake = threading.Event()
         # What happened, by verb: acked, rejected (dead-lettered), returned, set_aside.
         self.settled: dict[str, int] = {}
         self.sessions = 0
         self.db_failures = 0
+        # How many batches were recorded, and their sizes (for logs, tests and the bench).
+        self.batches = 0
+        self.largest_batch = 0
+        self._pending: list[Message] = []
+        self._pending_bytes = 0
+        self._first_pending = 0.0
         self._held: list[_Held] = []
         self._next_try = 0.0
+        # The consumer thread's database connection, kept between batches.
+        self._db = Session()
         self._session: kombu.Connection | None = None
-        self._legacy: list[str] = []
-        self._legacy_channel: Any = None
-        self._next_legacy = 0.0
+        self._legacy = LegacyDrain(exchange, names, self._deliver_legacy)
 
     # --- running ------------------------------------------------------------------
 
@@ -135,27 +163,56 @@ class LifecycleConsumer(ConsumerMixin):
 
     def run(self, _tokens: int = 1, **kwargs: Any) -> None:
         """Consume until :meth:`stop`, reconnecting with a growing delay; never raises."""
-        failures = 0
-        while not self.should_stop:
-            started = time.monotonic()
-            try:
-                for _ in self.consume(limit=None, safety_interval=self.safety_interval):
-                    pass
-            except Exception as exc:  # noqa: BLE001 - a lost connection, or anything: never die
-                if self.should_stop:
-                    break
-                if time.monotonic() - started > HEALTHY_SESSION:
-                    failures = 0
-                failures += 1
-                delay = self._backoff(failures)
-                log.warning(
-                    "lifecycle consumer lost its broker connection, reconnecting in %.1fs: %r",
-                    delay,
-                    exc,
-                    extra={"action": "lifecycle.reconnect", "delay": delay},
-                )
-                self._wake.wait(delay)
+        try:
+            failures = 0
+            while not self.should_stop:
+                started = time.monotonic()
+                try:
+                    self._consume_session()
+                except Exception as exc:  # noqa: BLE001 - a lost connection, or anything: never die
+                    if self.should_stop:
+                        break
+                    if time.monotonic() - started > HEALTHY_SESSION:
+                        failures = 0
+                    failures += 1
+                    delay = self._backoff(failures)
+                    log.warning(
+                        "lifecycle consumer lost its broker connection, reconnecting in %.1fs: %r",
+                        delay,
+                        exc,
+                        extra={"action": "lifecycle.reconnect", "delay": delay},
+                    )
+                    self._wake.wait(delay)
+        finally:
+            self._db.close()
         log.info("lifecycle consumer stopped", extra={"action": "lifecycle.stop"})
+
+    def _consume_session(self) -> None:
+        """One connection: ConsumerMixin.consume, waiting no longer than until a batch is due."""
+        with self.consumer_context() as (conn, _channel, _consumers):
+            while not self.should_stop:
+                self.on_iteration()
+                try:
+                    conn.drain_events(timeout=self._wait())
+                except TimeoutError:  # socket.timeout
+                    if self._pending and not self._held:
+                        # Nothing more arrived: record what did.
+                        self._flush()
+                    conn.heartbeat_check()
+                except OSError:
+                    if not self.should_stop:
+                        raise
+
+    def _wait(self) -> float:
+        """How long the next wait for a delivery may last: until a batch or a retry is due."""
+        wait = self.safety_interval
+        now = time.monotonic()
+        if self._held:
+            wait = min(wait, self._next_try - now)
+        elif self._pending:
+            wait = min(wait, self.idle, self._first_pending + self.linger - now)
+        # Never 0: that would switch the socket to non-blocking.
+        return max(wait, 0.001)
 
     def _backoff(self, failures: int) -> float:
         return float(min(self.max_delay, self.first_delay * 2 ** (failures - 1)))
@@ -170,17 +227,18 @@ class LifecycleConsumer(ConsumerMixin):
 
     def get_consumers(self, _consumer: Any, channel: Any) -> list[Consumer]:
         main = declare_queues(channel, self.exchange, self.names)
-        # The broker returned whatever the previous connection held.
+        # The broker returned whatever the previous connection held or had not recorded.
         self._held = []
-        self._legacy = list(self.names.legacy())
-        self._next_legacy = 0.0
+        self._pending = []
+        self._pending_bytes = 0
+        self._legacy.reset()
         return [
             RawConsumer(
                 channel,
                 queues=[main],
                 on_message=self.on_message,
                 on_decode_error=self.on_decode_error,
-                prefetch_count=PREFETCH,
+                prefetch_count=self.prefetch,
                 auto_declare=False,
                 no_ack=False,
             )
@@ -203,21 +261,39 @@ class LifecycleConsumer(ConsumerMixin):
         )
 
     def on_consume_end(self, connection: kombu.Connection, channel: Any) -> None:
-        self._close_legacy_channel()
+        self._legacy.close()
         self._session = None
 
     def on_iteration(self) -> None:
         self._retry_held()
-        self._drain_legacy()
+        if self._pending and not self._held and self._batch_due():
+            self._flush()
+        if not self._held and self._session is not None:
+            self._legacy.drain(self._session)
 
-    # --- one delivery -------------------------------------------------------------
+    # --- collecting a batch ---------------------------------------------------------
 
     def on_message(self, message: Message) -> None:
-        if self._held:
-            # The database is away: wait with the others instead of knocking again.
-            self._held.append(_Held(message, self.names.dead_lettering, 0))
-            return
-        self._deliver(message, dead_lettering=self.names.dead_lettering)
+        if not self._pending:
+            self._first_pending = time.monotonic()
+        self._pending.append(message)
+        self._pending_bytes += len(message.body or b"")
+        # While the database is away, arrivals wait for the held batch's next attempt.
+        if not self._held and self._batch_due():
+            self._flush()
+
+    def _batch_due(self) -> bool:
+        return (
+            len(self._pending) >= self.batch_size
+            or self._pending_bytes >= BATCH_BYTES
+            or time.monotonic() - self._first_pending >= self.linger
+        )
+
+    def _flush(self) -> None:
+        items = [_Held(m, self.names.dead_lettering, 0) for m in self._pending]
+        self._pending = []
+        self._pending_bytes = 0
+        self._record(items)
 
     def on_decode_error(self, message: Message, exc: Exception) -> None:
         reason = f"cannot decode the message: {exc!r}"[:MAX_REASON]
@@ -237,15 +313,55 @@ class LifecycleConsumer(ConsumerMixin):
             dead_lettering=self.names.dead_lettering,
         )
 
+    # --- recording --------------------------------------------------------------------
+
+    def handle_batch(self, messages: list[Message]) -> list[Outcome]:
+        """The outcome of each delivery, the valid ones recorded in one transaction."""
+        return handle_batch(self.engine(), [_delivery(m) for m in messages], self._db)
+
     def handle(self, message: Message) -> Outcome:
-        """The outcome for one delivery (a test may make it raise)."""
-        message_id = message.properties.get("message_id")
-        return handle_message(
-            self.engine(),
-            raw_body(message),
-            str(message.delivery_info.get("routing_key", "")),
-            None if message_id is None else str(message_id),
-        )
+        """The outcome for one delivery, recorded alone (a test may make it raise)."""
+        d = _delivery(message)
+        return handle_message(self.engine(), d.body, d.routing_key, d.message_id)
+
+    def _record(self, items: list[_Held]) -> None:
+        """Record a batch and settle each delivery; a raising handler: one at a time."""
+        try:
+            outcomes = self.handle_batch([h.message for h in items])
+        except Exception:  # a bug one message triggers: find which
+            log.warning(
+                "recording a batch of %d raised, recording it one message at a time",
+                len(items),
+                exc_info=True,
+                extra={"action": "lifecycle.batch_split", "size": len(items)},
+            )
+            for item in items:
+                self._deliver(
+                    item.message, dead_lettering=item.dead_lettering, attempts=item.attempts
+                )
+            return
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, len(items))
+        acks: list[Message] = []
+        retry: list[_Held] = []
+        for item, outcome in zip(items, outcomes, strict=True):
+            if outcome.kind is OutcomeKind.RETRY:
+                retry.append(_Held(item.message, item.dead_lettering, item.attempts + 1))
+            elif outcome.kind is OutcomeKind.MALFORMED or not item.dead_lettering:
+                self._settle(item.message, outcome, dead_lettering=item.dead_lettering)
+            else:
+                acks.append(item.message)
+        if retry:
+            self._hold(retry)
+        else:
+            self.db_failures = 0
+        self._ack(acks)
+
+    def _ack(self, messages: list[Message]) -> None:
+        if not messages:
+            return
+        outstanding = [h.message for h in self._held] + self._pending
+        self._count("acked", ack_all(messages, outstanding))
 
     def _deliver(self, message: Message, *, dead_lettering: bool, attempts: int = 0) -> Outcome:
         try:
@@ -264,111 +380,67 @@ class LifecycleConsumer(ConsumerMixin):
             self._return_or_set_aside(message, f"unexpected error: {exc!r}", dead_lettering)
             return Outcome(OutcomeKind.MALFORMED, reason=repr(exc))
         if outcome.kind is OutcomeKind.RETRY:
-            self._hold(message, dead_lettering, attempts + 1)
+            self._hold([_Held(message, dead_lettering, attempts + 1)])
         else:
+            self.db_failures = 0
             self._settle(message, outcome, dead_lettering=dead_lettering)
         return outcome
 
+    def _deliver_legacy(self, message: Message) -> bool:
+        # No dead-letter exchange on the old queue: set aside by copy.
+        return self._deliver(message, dead_lettering=False).kind is not OutcomeKind.RETRY
+
     def _settle(self, message: Message, outcome: Outcome, *, dead_lettering: bool) -> None:
-        self.db_failures = 0
-        if outcome.kind is not OutcomeKind.MALFORMED:
-            message.ack()
-            self._count("acked")
-        elif dead_lettering:
-            # The broker dead-letters it: nothing is published from here.
-            message.reject(requeue=False)
-            self._count("rejected")
-        else:
-            publish_copy(
-                message, self.names.dead_queue, outcome.reason or "malformed", self.exchange
-            )
-            message.ack()
-            self._count("set_aside")
+        where = {"dead_queue": self.names.dead_queue, "exchange": self.exchange}
+        self._count(settle(message, outcome, dead_lettering, **where))
 
     def _return_or_set_aside(self, message: Message, reason: str, dead_lettering: bool) -> None:
-        if dead_lettering:
-            # basic.reject with requeue: a delivery spent, so the limit ends a loop.
-            message.reject(requeue=True)
-            self._count("returned")
-        else:
-            # Nothing would count deliveries here: set it aside at once.
-            publish_copy(message, self.names.dead_queue, reason, self.exchange)
-            message.ack()
-            self._count("set_aside")
+        where = {"dead_queue": self.names.dead_queue, "exchange": self.exchange}
+        self._count(return_or_set_aside(message, reason, dead_lettering, **where))
 
-    def _count(self, verb: str) -> None:
-        self.settled[verb] = self.settled.get(verb, 0) + 1
+    def _count(self, verb: str, n: int = 1) -> None:
+        self.settled[verb] = self.settled.get(verb, 0) + n
 
     # --- the database is away -------------------------------------------------------
 
-    def _hold(self, message: Message, dead_lettering: bool, attempts: int) -> None:
+    def _hold(self, items: list[_Held]) -> None:
         self.db_failures += 1
-        self._held.insert(0, _Held(message, dead_lettering, attempts))
+        self._held.extend(items)
+        self._held.sort(key=lambda h: h.message.delivery_tag)
         self._next_try = time.monotonic() + self._backoff(self.db_failures)
 
     def _retry_held(self) -> None:
-        while self._held and time.monotonic() >= self._next_try:
-            held = self._held.pop(0)
-            outcome = self._deliver(
-                held.message, dead_lettering=held.dead_lettering, attempts=held.attempts
+        """Once the delay is over: the held batch again, with what arrived meanwhile."""
+        if not self._held or time.monotonic() < self._next_try:
+            return
+        items = self._held + [_Held(m, self.names.dead_lettering, 0) for m in self._pending]
+        self._held, self._pending, self._pending_bytes = [], [], 0
+        self._record(items)
+        if not any(h.attempts >= ATTEMPTS_BEFORE_BLAME for h in self._held):
+            return
+        if not database_answers(self.engine()):
+            return
+        # Other queries work: what fails is in the held messages. A message
+        # that fails alone is to blame: let its delivery count decide rather
+        # than hold everything behind it. Several: each is tried alone first.
+        suspects, self._held = self._held, []
+        if len(suspects) > 1:
+            for held in suspects:
+                self._deliver(
+                    held.message, dead_lettering=held.dead_lettering, attempts=held.attempts
+                )
+            suspects, self._held = self._held, []
+        for held in suspects:
+            self._return_or_set_aside(
+                held.message, "the database keeps refusing it", held.dead_lettering
             )
-            if outcome.kind is not OutcomeKind.RETRY:
-                continue
-            if held.attempts + 1 >= ATTEMPTS_BEFORE_BLAME and database_answers(self.engine()):
-                # Other queries work: this message is what fails. Let its
-                # delivery count decide rather than hold everything behind it.
-                blamed = self._held.pop(0)
-                self._return_or_set_aside(
-                    blamed.message, "the database keeps refusing it", blamed.dead_lettering
-                )
-                self._next_try = 0.0
-                continue
-            return
+        self._next_try = 0.0
 
-    # --- the classic queue of earlier versions ----------------------------------------
 
-    def _drain_legacy(self) -> None:
-        if not self._legacy or self._held or self._session is None:
-            return
-        now = time.monotonic()
-        if now < self._next_legacy:
-            return
-        self._next_legacy = now + LEGACY_INTERVAL
-        conn = self._session
-        for queue in list(self._legacy):
-            if queue == self.names.legacy_dead_queue:
-                # Set-aside messages of an earlier version are an operator's to read.
-                delete_if_empty(conn, queue)
-                self._legacy.remove(queue)
-            elif retire_legacy_queue(conn, self.exchange, queue):
-                self._legacy.remove(queue)
-            elif not self._get_legacy(queue):
-                return  # one is held: the database is away
-
-    def _get_legacy(self, queue: str) -> bool:
-        """Handle up to a batch of the old queue's messages; False when one is held."""
-        assert self._session is not None
-        if self._legacy_channel is None:
-            self._legacy_channel = self._session.channel()
-        channel = self._legacy_channel
-        for handled in range(_LEGACY_BATCH):
-            raw = channel.basic_get(queue=queue, no_ack=False)
-            if raw is None:
-                break
-            if handled == 0:
-                log.info(
-                    "draining the old lifecycle queue %s",
-                    queue,
-                    extra={"action": "lifecycle.legacy_drain", "queue": queue},
-                )
-            message = channel.message_to_python(without_compression(raw))
-            # No dead-letter exchange on the old queue: set aside by copy.
-            if self._deliver(message, dead_lettering=False).kind is OutcomeKind.RETRY:
-                return False
-        return True
-
-    def _close_legacy_channel(self) -> None:
-        if self._legacy_channel is not None:
-            with contextlib.suppress(Exception):
-                self._legacy_channel.close()
-            self._legacy_channel = None
+def _delivery(message: Message) -> Delivery:
+    message_id = message.properties.get("message_id")
+    return Delivery(
+        raw_body(message),
+        str(message.delivery_info.get("routing_key", "")),
+        None if message_id is None else str(message_id),
+    )

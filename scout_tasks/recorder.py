@@ -1,56 +1,72 @@
-"""Recording one lifecycle event on its run: the whole decision, with no broker in sight.
+"""Recording lifecycle events on their runs, a batch per transaction, with no broker in sight.
 
 Delivery is at least once, in no guaranteed order, so:
 
 - the database says "once": each event's ``event_id`` goes into the ledger
-  (``scout_run_events``) in the same transaction as the run update, and an id
-  already there means the event changes nothing;
-- the run updates (``runs.mark_run_*``) are written so that any order ends in
-  the right state, and a terminal run never changes.
+  (``scout_run_events``) in the same transaction as the run updates, and an
+  id already there means the event changes nothing;
+- the run updates (``runs.mark_runs_*``) are written so that any order ends
+  in the right state, and a terminal run never changes;
+- a batch is one transaction: the ledger insert, the batch's runs locked in
+  id order, one statement per event kind (:mod:`scout_tasks.event_batch`
+  plans them).
 
-:func:`handle_message` never raises for a bad message or an unavailable
-database: its :class:`Outcome` says whether the message is done with, must be
-set aside, or must wait for the database.
+:func:`handle_batch` and :func:`handle_message` never raise for a bad message
+or an unavailable database: each delivery's :class:`Outcome` says whether it
+is done with, must be set aside, or must wait for the database. A malformed
+message is set aside alone; a batch the database refuses is applied again
+one event per transaction, so only the event at fault is set aside.
 """
 
 from __future__ import annotations
 
-import enum
+import contextlib
 import hashlib
 import logging
+import time
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from scout_tasks import counters, run_events, runs
+from scout_tasks.db import translate_db_error
+from scout_tasks.errors import (
+    ConstraintViolation,
+    DatabaseNotMigrated,
+    DatabaseUnavailable,
+    InvalidValue,
+)
+from scout_tasks.event_batch import OutcomeKind, first_occurrences, plan_batch
 from scout_tasks.inbound import (
     MAX_NAME_CHARS,
-    CompletedEvent,
     LifecycleEvent,
     MalformedEvent,
-    ProgressEvent,
-    StartedEvent,
     parse_event,
 )
 
 log = logging.getLogger("scout_tasks.lifecycle")
 
 MAX_REASON = 500
+# SQLSTATE class 54, program limit exceeded (a jsonb too big, say): the message's fault.
+_PROGRAM_LIMIT = "54"
 
-
-class OutcomeKind(enum.StrEnum):
-    APPLIED = "applied"
-    # The event_id was already recorded: nothing changed.
-    DUPLICATE = "duplicate"
-    # Recorded, but the run is terminal (or the event changes nothing for it).
-    IGNORED = "ignored"
-    UNKNOWN_RUN = "unknown_run"
-    # Can never be applied: set it aside.
-    MALFORMED = "malformed"
-    # The database is unavailable: keep the message and try again later.
-    RETRY = "retry"
+__all__ = [
+    "MAX_REASON",
+    "Delivery",
+    "Outcome",
+    "OutcomeKind",
+    "Session",
+    "apply_event",
+    "apply_events",
+    "database_answers",
+    "db_error_outcome",
+    "handle_batch",
+    "handle_message",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,117 +82,246 @@ class Outcome:
         return self.kind is not OutcomeKind.RETRY
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What the recorder reads of one message."""
+
+    body: bytes
+    routing_key: str
+    message_id: str | None
+
+
+def apply_events(conn: Connection, events: Sequence[LifecycleEvent]) -> list[OutcomeKind]:
+    """Record ``events`` (in arrival order) and change their runs, in the caller's transaction.
+
+    Returns each event's outcome, by position.
+    """
+    fresh = first_occurrences(events)
+    new_ids = run_events.record_run_events(conn, fresh)
+    run_ids = {e.run_id for e in fresh if e.event_id in new_ids}
+    statuses = runs.lock_runs(conn, sorted(run_ids, key=lambda r: r.int))
+    plan = plan_batch(events, new_ids, statuses)
+    runs.mark_runs_started(conn, plan.started)
+    runs.record_runs_progress(
+        conn, [runs.RunProgress(e.run_id, e.as_metrics(), e.timestamp) for e in plan.progress]
+    )
+    runs.mark_runs_completed(conn, [(e.run_id, e.counters()) for e in plan.completed])
+    runs.mark_runs_failed(conn, [(e.run_id, e.error_message, e.stage) for e in plan.failed])
+    # The batch's outcome is known here: the runs it ended are counted in its
+    # transaction (scout_tasks.counters), so the count commits or rolls back with it.
+    finished = [status for status, n in plan.finished.items() for _ in range(n)]
+    if finished:
+        counters.bump(conn, counters.runs_finished(finished))
+    return plan.outcomes
+
+
 def apply_event(conn: Connection, event: LifecycleEvent) -> OutcomeKind:
-    """Record ``event`` and change its run, inside the caller's transaction."""
-    if not run_events.record_run_event(
-        conn, event_id=event.event_id, run_id=event.run_id, event_type=event.EVENT_TYPE
-    ):
-        return OutcomeKind.DUPLICATE
-    ended: str | None = None
-    if isinstance(event, StartedEvent):
-        changed = runs.mark_run_started(conn, event.run_id)
-    elif isinstance(event, ProgressEvent):
-        changed = runs.record_run_progress(conn, event.run_id, event.as_metrics(), event.timestamp)
-    elif isinstance(event, CompletedEvent):
-        changed = runs.mark_run_completed(conn, event.run_id, event.counters())
-        ended = "completed"
-    else:
-        changed = runs.mark_run_failed(conn, event.run_id, event.error_message, event.stage)
-        ended = "failed"
-    if changed:
-        if ended is not None:
-            # The run's last event: counted in its transaction (scout_tasks.counters).
-            counters.bump(conn, counters.runs_finished([ended]))
-        return OutcomeKind.APPLIED
-    if runs.run_status(conn, event.run_id) is None:
-        return OutcomeKind.UNKNOWN_RUN
-    return OutcomeKind.IGNORED
+    """Record one event and change its run, inside the caller's transaction."""
+    return apply_events(conn, [event])[0]
 
 
-def db_error_outcome(exc: DBAPIError) -> OutcomeKind:
+def db_error_outcome(exc: SQLAlchemyError) -> OutcomeKind:
     """Whose fault a database error is: the message's (MALFORMED) or the database's (RETRY).
 
-    The one place that classifies driver errors for the lifecycle consumer (to
-    be pointed at the project's shared translator). A value the database
-    refuses (``DataError``, ``IntegrityError``) or a program limit it hits
-    (SQLSTATE class 54) would fail again; anything else is taken as an outage,
-    a missing table included (events wait for the migration).
+    Classified by the project's translator (:func:`scout_tasks.db.translate_db_error`):
+    a value the database refuses (:class:`InvalidValue`,
+    :class:`ConstraintViolation`) or a program limit it hits (SQLSTATE class
+    54) would fail again; anything else is taken as an outage, a missing table
+    included (events wait for the migration).
     """
-    if isinstance(exc, DataError | IntegrityError):
+    error = translate_db_error(exc)
+    if isinstance(error, InvalidValue | ConstraintViolation):
         return OutcomeKind.MALFORMED
-    if str(getattr(exc.orig, "pgcode", "") or "").startswith("54"):
+    orig = getattr(exc, "orig", None)
+    if str(getattr(orig, "pgcode", "") or "").startswith(_PROGRAM_LIMIT):
         return OutcomeKind.MALFORMED
     return OutcomeKind.RETRY
 
 
-def _first_line(exc: DBAPIError) -> str:
-    text = str(exc.orig if exc.orig is not None else exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _is_outage(exc: SQLAlchemyError) -> bool:
+    """Whether no event of a batch can be to blame (so splitting it would not help)."""
+    return isinstance(translate_db_error(exc), DatabaseUnavailable | DatabaseNotMigrated)
+
+
+def _parse(delivery: Delivery) -> LifecycleEvent | Outcome:
+    try:
+        return parse_event(delivery.body, delivery.routing_key, delivery.message_id)
+    except MalformedEvent as exc:
+        reason = str(exc)[:MAX_REASON]
+        routing_key = delivery.routing_key[:MAX_NAME_CHARS]
+        message_id = delivery.message_id
+        log.warning(
+            "malformed %s message set aside: %s",
+            routing_key,
+            reason,
+            extra={
+                "action": "lifecycle.malformed",
+                "event_id": None if message_id is None else message_id[:MAX_NAME_CHARS],
+                "routing_key": routing_key,
+                "reason": reason,
+                # Finds the message in the dead-letter queue, which keeps no reason.
+                "body_bytes": len(delivery.body),
+                "body_sha256": hashlib.sha256(delivery.body).hexdigest(),
+            },
+        )
+        return Outcome(OutcomeKind.MALFORMED, reason=reason)
+
+
+def _log_outcome(event: LifecycleEvent, kind: OutcomeKind) -> None:
+    routing_key = event.EVENT_TYPE
+    if kind is OutcomeKind.APPLIED:
+        if log.isEnabledFor(logging.INFO):  # the hot path: no record built for nothing
+            log.info("run %s: %s recorded", event.run_id, routing_key, extra=_extra(event, kind))
+    elif kind is OutcomeKind.DUPLICATE:
+        # At-least-once delivery makes this normal.
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "run %s: duplicate %s ignored", event.run_id, routing_key, extra=_extra(event, kind)
+            )
+    elif kind is OutcomeKind.UNKNOWN_RUN:
+        log.warning(
+            "%s for unknown run %s ignored", routing_key, event.run_id, extra=_extra(event, kind)
+        )
+    elif log.isEnabledFor(logging.INFO):
+        log.info(
+            "run %s: %s ignored, the run has ended",
+            event.run_id,
+            routing_key,
+            extra=_extra(event, kind),
+        )
+
+
+def _extra(event: LifecycleEvent, kind: OutcomeKind | str) -> dict[str, str]:
+    return {
+        "action": f"lifecycle.{kind}",
+        "routing_key": event.EVENT_TYPE,
+        "event_id": str(event.event_id),
+        "run_id": str(event.run_id),
+    }
+
+
+class Session:
+    """Where batches are recorded: ``engine``, through one connection kept between batches.
+
+    A flood of batches then costs no pool checkout (and no pre-ping round trip)
+    per batch; a connection left idle for :data:`IDLE_RECHECK` seconds goes
+    back to the pool and is checked out (and pinged) again. Use it from one
+    thread; :meth:`close` returns the connection.
+    """
+
+    IDLE_RECHECK = 1.0
+
+    def __init__(self) -> None:
+        self._conn: Connection | None = None
+        self._used = 0.0
+
+    @contextlib.contextmanager
+    def transaction(self, engine: Engine) -> Iterator[Connection]:
+        conn = self._conn
+        if conn is not None and (
+            conn.engine is not engine
+            or conn.invalidated
+            or conn.closed
+            or time.monotonic() - self._used > self.IDLE_RECHECK
+        ):
+            self.close()
+        if self._conn is None:
+            self._conn = engine.connect()
+        try:
+            with self._conn.begin():
+                yield self._conn
+        finally:
+            self._used = time.monotonic()
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+def _apply(engine: Engine, events: list[LifecycleEvent], session: Session) -> list[Outcome]:
+    """Apply ``events`` in one transaction; several the database refuses: one at a time."""
+    try:
+        with session.transaction(engine) as conn:
+            kinds = apply_events(conn, events)
+    except (DBAPIError, DisconnectionError, PoolTimeoutError) as exc:
+        session.close()
+        if getattr(exc, "connection_invalidated", False):
+            engine.dispose()
+        if len(events) > 1 and not _is_outage(exc):
+            # One of them may be at fault: find it, and apply the others.
+            log.info(
+                "batch of %d refused by the database, applying it one event at a time: %s",
+                len(events),
+                translate_db_error(exc).detail,
+                extra={"action": "lifecycle.batch_split", "size": len(events)},
+            )
+            return [o for event in events for o in _apply(engine, [event], session)]
+        return [_db_failure(exc, event) for event in events]
+    out = []
+    for event, kind in zip(events, kinds, strict=True):
+        _log_outcome(event, kind)
+        out.append(Outcome(kind, event.event_id, event.run_id))
+    return out
+
+
+def _db_failure(exc: SQLAlchemyError, event: LifecycleEvent) -> Outcome:
+    verdict = db_error_outcome(exc)
+    detail = translate_db_error(exc).detail or type(exc).__name__
+    extra = _extra(event, "malformed" if verdict is OutcomeKind.MALFORMED else "db_error")
+    if verdict is OutcomeKind.MALFORMED:
+        reason = f"refused by the database: {detail}"[:MAX_REASON]
+        log.warning(
+            "%s for run %s set aside: %s", event.EVENT_TYPE, event.run_id, reason, extra=extra
+        )
+    else:
+        reason = detail[:MAX_REASON]
+        log.warning(
+            "database unavailable, %s for run %s will be retried: %s",
+            event.EVENT_TYPE,
+            event.run_id,
+            reason,
+            extra=extra,
+        )
+    return Outcome(verdict, event.event_id, event.run_id, reason)
+
+
+def handle_batch(
+    engine: Engine, deliveries: Sequence[Delivery], session: Session | None = None
+) -> list[Outcome]:
+    """Validate each delivery and apply the valid ones in one transaction; one outcome each.
+
+    A malformed delivery gets its own MALFORMED outcome and never stops the
+    others. The database away: every valid one gets RETRY. ``session`` keeps
+    a connection between calls (without one, the transaction checks one out).
+    """
+    outcomes: list[Outcome | None] = []
+    events: list[LifecycleEvent] = []
+    for delivery in deliveries:
+        parsed = _parse(delivery)
+        if isinstance(parsed, Outcome):
+            outcomes.append(parsed)
+        else:
+            outcomes.append(None)
+            events.append(parsed)
+    if events:
+        own = session is None
+        session = session or Session()
+        try:
+            applied = iter(_apply(engine, events, session))
+        finally:
+            if own:
+                session.close()
+        outcomes = [next(applied) if o is None else o for o in outcomes]
+    return outcomes  # type: ignore[return-value]
 
 
 def handle_message(
     engine: Engine, body: bytes, routing_key: str, message_id: str | None
 ) -> Outcome:
     """Validate one delivery and apply it in one transaction; say what to do with the message."""
-    try:
-        event = parse_event(body, routing_key, message_id)
-    except MalformedEvent as exc:
-        reason = str(exc)[:MAX_REASON]
-        log.warning(
-            "malformed %s message set aside: %s",
-            routing_key[:MAX_NAME_CHARS],
-            reason,
-            extra={
-                "action": "lifecycle.malformed",
-                "event_id": None if message_id is None else message_id[:MAX_NAME_CHARS],
-                "routing_key": routing_key[:MAX_NAME_CHARS],
-                "reason": reason,
-                # Finds the message in the dead-letter queue, which keeps no reason.
-                "body_bytes": len(body),
-                "body_sha256": hashlib.sha256(body).hexdigest(),
-            },
-        )
-        return Outcome(OutcomeKind.MALFORMED, reason=reason)
-
-    ids = {"event_id": str(event.event_id), "run_id": str(event.run_id)}
-    try:
-        with engine.begin() as conn:
-            kind = apply_event(conn, event)
-    except DBAPIError as exc:
-        verdict = db_error_outcome(exc)
-        if verdict is OutcomeKind.MALFORMED:
-            reason = f"refused by the database: {_first_line(exc)}"[:MAX_REASON]
-            log.warning(
-                "%s for run %s set aside: %s",
-                routing_key,
-                event.run_id,
-                reason,
-                extra={"action": "lifecycle.malformed", "routing_key": routing_key, **ids},
-            )
-            return Outcome(verdict, event.event_id, event.run_id, reason)
-        reason = _first_line(exc)[:MAX_REASON]
-        log.warning(
-            "database unavailable, %s for run %s will be retried: %s",
-            routing_key,
-            event.run_id,
-            reason,
-            extra={"action": "lifecycle.db_error", "routing_key": routing_key, **ids},
-        )
-        if exc.connection_invalidated:
-            engine.dispose()
-        return Outcome(verdict, event.event_id, event.run_id, reason)
-
-    extra = {"action": f"lifecycle.{kind}", "routing_key": routing_key, **ids}
-    if kind is OutcomeKind.APPLIED:
-        log.info("run %s: %s recorded", event.run_id, routing_key, extra=extra)
-    elif kind is OutcomeKind.DUPLICATE:
-        # At-least-once delivery makes this normal.
-        log.debug("run %s: duplicate %s ignored", event.run_id, routing_key, extra=extra)
-    elif kind is OutcomeKind.UNKNOWN_RUN:
-        log.warning("%s for unknown run %s ignored", routing_key, event.run_id, extra=extra)
-    else:
-        log.info("run %s: %s ignored, the run has ended", event.run_id, routing_key, extra=extra)
-    return Outcome(kind, event.event_id, event.run_id)
+    return handle_batch(engine, [Delivery(body, routing_key, message_id)])[0]
 
 
 def database_answers(engine: Engine) -> bool:
@@ -184,6 +329,6 @@ def database_answers(engine: Engine) -> bool:
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
-    except DBAPIError:
+    except (DBAPIError, DisconnectionError, PoolTimeoutError):
         return False
     return True

@@ -4,32 +4,52 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, text
 
-_RECORD_EVENT = text(
+
+class _Recordable(Protocol):
+    @property
+    def event_id(self) -> uuid.UUID: ...
+    @property
+    def run_id(self) -> uuid.UUID: ...
+    @property
+    def EVENT_TYPE(self) -> str: ...
+
+
+_RECORD_EVENTS = text(
     """
     INSERT INTO scout_run_events (event_id, run_id, event_type)
-    VALUES (:event_id, :run_id, :event_type)
+    SELECT * FROM unnest(
+        CAST(:event_ids AS uuid[]), CAST(:run_ids AS uuid[]), CAST(:event_types AS text[])
+    )
     ON CONFLICT (event_id) DO NOTHING
     RETURNING event_id
     """
 )
 
 
-def record_run_event(
-    conn: Connection, *, event_id: uuid.UUID, run_id: uuid.UUID, event_type: str
-) -> bool:
-    """Write ``event_id`` to the ledger; False when it was already there (a duplicate).
+def record_run_events(conn: Connection, events: Sequence[_Recordable]) -> set[uuid.UUID]:
+    """Write the events' ids to the ledger; return the ids that were not there yet.
 
-    A concurrent transaction inserting the same id makes this one wait for its
-    outcome, so exactly one of them gets True.
+    The ids must be distinct. They are inserted in id order, so two
+    transactions inserting some of the same ids (a redelivery racing the
+    original) wait for each other in the same order and never deadlock; the
+    one that commits first gets the id, the other sees a duplicate.
     """
-    row = conn.execute(
-        _RECORD_EVENT, {"event_id": event_id, "run_id": run_id, "event_type": event_type}
-    ).one_or_none()
-    return row is not None
+    if not events:
+        return set()
+    ordered = sorted(events, key=lambda e: e.event_id.int)
+    rows = conn.execute(
+        _RECORD_EVENTS,
+        {
+            "event_ids": [str(e.event_id) for e in ordered],
+            "run_ids": [str(e.run_id) for e in ordered],
+            "event_types": [e.EVENT_TYPE for e in ordered],
+        },
+    )
+    return {value if isinstance(value, uuid.UUID) else uuid.UUID(value) for (value,) in rows}
 
 
 _EVENTS_OF_RUNS = text(

@@ -152,13 +152,46 @@ def cancel_run(conn: Connection, run_id: uuid.UUID) -> dict[str, Any]:
 
 # --- lifecycle events ---------------------------------------------------------
 #
-# Every statement below changes a run only while it is pending or running: the
-# WHERE clause, not Python, is what keeps a terminal run (completed, failed,
-# cancelled) from ever changing again, whatever order events arrive in and
-# however many workers apply them at once. Run timestamps come from the
-# database's clock, the same one created_at and the stale-run sweep use, so
-# created_at <= started_at <= completed_at holds even when an agent's clock is
-# off. Every applied event sets updated_at: the sweep measures silence from it.
+# Each statement applies one kind of event to a batch of runs (one row per run
+# for started and the terminal kinds, any number for progress). Every one
+# changes a run only while it is pending or running: the WHERE clause, not
+# Python, is what keeps a terminal run (completed, failed, cancelled) from
+# ever changing again, whatever order events arrive in and however many
+# workers apply them at once. Run timestamps come from the database's clock,
+# the same one created_at and the stale-run sweep use, so created_at <=
+# started_at <= completed_at holds even when an agent's clock is off. Every
+# applied event sets updated_at: the sweep measures silence from it.
+
+_LOCK_RUNS = text(
+    """
+    SELECT id, status FROM scout_runs
+    WHERE id = ANY(CAST(:run_ids AS uuid[]))
+    ORDER BY id
+    FOR UPDATE
+    """
+)
+
+
+def lock_runs(conn: Connection, run_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Lock the runs that exist among ``run_ids``, in id order; their statuses.
+
+    Taking every lock of a batch up front, in one order, keeps two workers
+    applying overlapping batches from deadlocking, and makes the statuses read
+    here the ones the batch's updates will see.
+    """
+    if not run_ids:
+        return {}
+    rows = conn.execute(_LOCK_RUNS, {"run_ids": [str(r) for r in run_ids]})
+    return {_uuid(run_id): status for run_id, status in rows}
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _count(result: Any) -> int:
+    return int(result.rowcount)
+
 
 _MARK_STARTED = text(
     """
@@ -166,55 +199,74 @@ _MARK_STARTED = text(
     SET status = 'running',
         started_at = COALESCE(started_at, now()),
         updated_at = now()
-    WHERE id = :run_id AND status IN ('pending', 'running')
-    RETURNING id
+    WHERE id = ANY(CAST(:run_ids AS uuid[])) AND status IN ('pending', 'running')
     """
 )
 
 
-def mark_run_started(conn: Connection, run_id: uuid.UUID) -> bool:
-    """pending -> running with ``started_at``; True when the run is active.
+def mark_runs_started(conn: Connection, run_ids: Sequence[uuid.UUID]) -> int:
+    """pending -> running with ``started_at``; how many runs are active.
 
     A run already running (a progress event came first) keeps its started_at
     but still counts the event as a sign of life.
     """
-    return conn.execute(_MARK_STARTED, {"run_id": run_id}).one_or_none() is not None
+    if not run_ids:
+        return 0
+    return _count(conn.execute(_MARK_STARTED, {"run_ids": [str(r) for r in run_ids]}))
+
+
+@dataclass(frozen=True, slots=True)
+class RunProgress:
+    run_id: uuid.UUID
+    progress: dict[str, Any]
+    at: datetime | None
 
 
 # An agent's timestamp only orders its progress events, and only while it is
 # plausible: one more than :max_ahead seconds ahead of the database's clock (a
 # forged 9999-12-31, say) counts as received now, and a stored ``at`` that far
 # ahead (written before this rule) no longer outranks anything. Otherwise one
-# forged event would freeze the run's progress for good.
+# forged event would freeze the run's progress for good. Of a run's progress
+# events in one batch only the latest (by that clamped time, then the later
+# in the batch) is compared with the stored one: one by one, the others would
+# have been overwritten by it or kept out by the same comparison.
 _RECORD_PROGRESS = text(
     """
-    WITH stamp AS (
-        SELECT CASE
-            WHEN CAST(:at AS timestamptz) IS NULL
-                 OR CAST(:at AS timestamptz) > now() + make_interval(secs => :max_ahead)
-            THEN now()
-            ELSE CAST(:at AS timestamptz)
-        END AS at
+    WITH given AS (
+        SELECT u.run_id, u.ord, u.progress,
+               CASE
+                   WHEN u.at IS NULL OR u.at > now() + make_interval(secs => :max_ahead)
+                   THEN now()
+                   ELSE u.at
+               END AS at
+        FROM unnest(
+            CAST(:run_ids AS uuid[]), CAST(:ords AS int[]),
+            CAST(:progress AS jsonb[]), CAST(:ats AS timestamptz[])
+        ) AS u(run_id, ord, progress, at)
+    ),
+    latest AS (
+        SELECT DISTINCT ON (run_id) run_id, progress, at
+        FROM given
+        ORDER BY run_id, at DESC, ord DESC
     )
-    UPDATE scout_runs
+    UPDATE scout_runs AS r
     SET status = 'running',
-        started_at = COALESCE(started_at, now()),
+        started_at = COALESCE(r.started_at, now()),
         updated_at = now(),
         metrics = CASE
-            WHEN metrics -> 'progress' ->> 'at' IS NULL
-                 OR CAST(metrics -> 'progress' ->> 'at' AS timestamptz) <= stamp.at
-                 OR CAST(metrics -> 'progress' ->> 'at' AS timestamptz)
+            WHEN r.metrics -> 'progress' ->> 'at' IS NULL
+                 OR CAST(r.metrics -> 'progress' ->> 'at' AS timestamptz) <= latest.at
+                 OR CAST(r.metrics -> 'progress' ->> 'at' AS timestamptz)
                     > now() + make_interval(secs => :max_ahead)
             THEN jsonb_set(
-                COALESCE(metrics, '{}'::jsonb),
+                COALESCE(r.metrics, '{}'::jsonb),
                 '{progress}',
-                CAST(:progress AS jsonb) || jsonb_build_object('at', stamp.at)
+                latest.progress || jsonb_build_object('at', latest.at)
             )
-            ELSE metrics
+            ELSE r.metrics
         END
-    FROM stamp
-    WHERE id = :run_id AND status IN ('pending', 'running')
-    RETURNING id
+    FROM latest
+    WHERE r.id = latest.run_id AND r.status IN ('pending', 'running')
     """
 )
 
@@ -222,83 +274,105 @@ _RECORD_PROGRESS = text(
 PROGRESS_MAX_AHEAD_SECONDS = 300
 
 
-def record_run_progress(
+def record_runs_progress(
     conn: Connection,
-    run_id: uuid.UUID,
-    progress: dict[str, Any],
-    at: datetime | None,
+    items: Sequence[RunProgress],
     *,
     max_ahead: float = PROGRESS_MAX_AHEAD_SECONDS,
-) -> bool:
-    """Keep the latest progress in ``metrics['progress']``; True when the run is active.
+) -> int:
+    """Keep each run's latest progress in ``metrics['progress']``; how many runs are active.
 
-    The stored object gets an ``at`` key (the event's timestamp, else the
-    database's now()): a progress event that arrives after a newer one (a
-    redelivery, say) does not overwrite it. A timestamp more than
-    ``max_ahead`` seconds in the future is replaced by now(). A progress
-    before any ``scout.started`` means the agent did start, so the run becomes
-    running. Silence is measured from ``updated_at`` (now(), whatever the
-    event says), so no timestamp can keep a run from the stale-run sweep.
+    ``items`` in arrival order. The stored object gets an ``at`` key (the
+    event's timestamp, else the database's now()): a progress event that
+    arrives after a newer one (a redelivery, say) does not overwrite it. A
+    timestamp more than ``max_ahead`` seconds in the future is replaced by
+    now(). A progress before any ``scout.started`` means the agent did start,
+    so the run becomes running. Silence is measured from ``updated_at``
+    (now(), whatever the event says), so no timestamp can keep a run from the
+    stale-run sweep.
     """
-    row = conn.execute(
+    if not items:
+        return 0
+    rows = conn.execute(
         _RECORD_PROGRESS,
-        {"run_id": run_id, "progress": json.dumps(progress), "at": at, "max_ahead": max_ahead},
-    ).one_or_none()
-    return row is not None
+        {
+            "run_ids": [str(i.run_id) for i in items],
+            "ords": list(range(len(items))),
+            "progress": [json.dumps(i.progress) for i in items],
+            "ats": [i.at for i in items],
+            "max_ahead": max_ahead,
+        },
+    )
+    return _count(rows)
 
 
 _MARK_COMPLETED = text(
     """
-    UPDATE scout_runs
+    UPDATE scout_runs AS r
     SET status = 'completed',
-        metrics = COALESCE(metrics, '{}'::jsonb) || CAST(:counters AS jsonb),
-        started_at = COALESCE(started_at, now()),
+        metrics = COALESCE(r.metrics, '{}'::jsonb) || u.counters,
+        started_at = COALESCE(r.started_at, now()),
         completed_at = now(),
         updated_at = now()
-    WHERE id = :run_id AND status IN ('pending', 'running')
-    RETURNING id
+    FROM unnest(CAST(:run_ids AS uuid[]), CAST(:counters AS jsonb[])) AS u(run_id, counters)
+    WHERE r.id = u.run_id AND r.status IN ('pending', 'running')
     """
 )
 
 
-def mark_run_completed(conn: Connection, run_id: uuid.UUID, counters: dict[str, int]) -> bool:
-    """Complete an active run, merging the agent's counters into ``metrics``.
+def mark_runs_completed(conn: Connection, items: Sequence[tuple[uuid.UUID, dict[str, int]]]) -> int:
+    """Complete active runs, merging each agent's counters into ``metrics``; how many.
 
-    Also from pending: a ``scout.completed`` that overtook its
-    ``scout.started`` still completes the run (and sets ``started_at``).
+    One item per run. Also from pending: a ``scout.completed`` that overtook
+    its ``scout.started`` still completes the run (and sets ``started_at``).
     """
-    row = conn.execute(
-        _MARK_COMPLETED, {"run_id": run_id, "counters": json.dumps(counters)}
-    ).one_or_none()
-    return row is not None
+    if not items:
+        return 0
+    rows = conn.execute(
+        _MARK_COMPLETED,
+        {
+            "run_ids": [str(run_id) for run_id, _ in items],
+            "counters": [json.dumps(counters) for _, counters in items],
+        },
+    )
+    return _count(rows)
 
 
 _MARK_FAILED = text(
     """
-    UPDATE scout_runs
+    UPDATE scout_runs AS r
     SET status = 'failed',
-        error_message = :error_message,
+        error_message = u.error_message,
         metrics = CASE
-            WHEN CAST(:stage AS text) IS NULL THEN metrics
-            ELSE COALESCE(metrics, '{}'::jsonb)
-                 || jsonb_build_object('stage', CAST(:stage AS text))
+            WHEN u.stage IS NULL THEN r.metrics
+            ELSE COALESCE(r.metrics, '{}'::jsonb) || jsonb_build_object('stage', u.stage)
         END,
         completed_at = now(),
         updated_at = now()
-    WHERE id = :run_id AND status IN ('pending', 'running')
-    RETURNING id
+    FROM unnest(
+        CAST(:run_ids AS uuid[]), CAST(:error_messages AS text[]), CAST(:stages AS text[])
+    ) AS u(run_id, error_message, stage)
+    WHERE r.id = u.run_id AND r.status IN ('pending', 'running')
     """
 )
 
 
-def mark_run_failed(
-    conn: Connection, run_id: uuid.UUID, error_message: str, stage: str | None
-) -> bool:
-    """Fail an active run with the agent's message (and the stage, in ``metrics['stage']``)."""
-    row = conn.execute(
-        _MARK_FAILED, {"run_id": run_id, "error_message": error_message, "stage": stage}
-    ).one_or_none()
-    return row is not None
+def mark_runs_failed(conn: Connection, items: Sequence[tuple[uuid.UUID, str, str | None]]) -> int:
+    """Fail active runs with the agent's message (and stage, in ``metrics['stage']``).
+
+    One (run id, error message, stage) per run; returns how many.
+    """
+    if not items:
+        return 0
+    rows = conn.execute(
+        _MARK_FAILED,
+        {
+            "run_ids": [str(run_id) for run_id, _, _ in items],
+            "error_messages": [message for _, message, _ in items],
+            "stages": [stage for _, _, stage in items],
+        },
+    )
+    return _count(rows)
 
 
 def run_status(conn: Connection, run_id: uuid.UUID) -> str | None:

@@ -74,6 +74,7 @@ class Harness:
         consumer_class: type[LifecycleConsumer] = LifecycleConsumer,
         task_queue: str | None = None,
         start: bool = True,
+        **options: Any,
     ) -> None:
         self.broker_url = broker_url
         self.task_queue = task_queue or f"scout-test-{uuid.uuid4().hex[:8]}"
@@ -82,6 +83,8 @@ class Harness:
         self.exchange = exchange
         self.engine = engine
         self.consumer_class = consumer_class
+        # More LifecycleConsumer arguments (batch_size, idle, linger, ...).
+        self.options = options
         self.connection = kombu.Connection(broker_url)
         self.connection.connect()
         self.consumer: LifecycleConsumer | None = None
@@ -98,6 +101,7 @@ class Harness:
             first_delay=0.2,
             max_delay=0.4,
             safety_interval=0.05,
+            **self.options,
         )
         self.thread = threading.Thread(target=self.consumer.run, daemon=True)
         self.thread.start()
@@ -641,6 +645,12 @@ class RaisingConsumer(LifecycleConsumer):
 
     deliveries = 0
 
+    def handle_batch(self, messages: list[Message]) -> list[Outcome]:
+        # The batch fails as a whole; the consumer then tries each message alone.
+        if any(m.properties.get("message_id") == "boom" for m in messages):
+            raise RuntimeError("a bug this message triggers")
+        return super().handle_batch(messages)
+
     def handle(self, message: Message) -> Outcome:
         if message.properties.get("message_id") == "boom":
             type(self).deliveries += 1
@@ -734,11 +744,19 @@ class StickyConsumer(LifecycleConsumer):
 
     attempts = 0
 
+    def handle_batch(self, messages: list[Message]) -> list[Outcome]:
+        others = [m for m in messages if m.properties.get("message_id") != "sticky"]
+        recorded = iter(super().handle_batch(others) if others else [])
+        return [self._sticky() if m not in others else next(recorded) for m in messages]
+
     def handle(self, message: Message) -> Outcome:
         if message.properties.get("message_id") == "sticky":
-            type(self).attempts += 1
-            return Outcome(OutcomeKind.RETRY, reason="looks like an outage, is not one")
+            return self._sticky()
         return super().handle(message)
+
+    def _sticky(self) -> Outcome:
+        type(self).attempts += 1
+        return Outcome(OutcomeKind.RETRY, reason="looks like an outage, is not one")
 
 
 def test_a_message_that_keeps_failing_while_the_database_answers_is_not_held_forever(

@@ -1,0 +1,123 @@
+"""What a batch of lifecycle events does to its runs: the plan, decided in Python, no I/O.
+
+The recorder applies a batch in one transaction: it writes the ledger, locks
+the batch's runs and reads their statuses, then asks :func:`plan_batch` what
+each event does. With the rows locked, the plan is exactly what applying the
+events one by one would do, except that a run's events are taken in lifecycle
+order (started, then progress, then the terminal event) rather than in the
+order they happened to arrive, which delivery does not guarantee anyway:
+
+- an ``event_id`` counts once: already in the ledger, or seen earlier in the
+  same batch, it is a duplicate and changes nothing;
+- an event for a run that does not exist is recorded and changes nothing, and
+  so is one for a run already completed, failed or cancelled (a terminal run
+  never changes);
+- of several terminal events for one run in a batch, the first to arrive
+  wins, as it would one by one; the others are recorded and ignored;
+- of several progress events for one run, the database keeps the latest by
+  timestamp (it owns the clock that distrusts a forged future one, see
+  ``runs.record_runs_progress``).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
+
+from scout_tasks.inbound import (
+    CompletedEvent,
+    FailedEvent,
+    LifecycleEvent,
+    ProgressEvent,
+    StartedEvent,
+)
+
+ACTIVE_STATUSES = frozenset({"pending", "running"})
+
+
+class OutcomeKind(enum.StrEnum):
+    APPLIED = "applied"
+    # The event_id was already recorded: nothing changed.
+    DUPLICATE = "duplicate"
+    # Recorded, but the run is terminal (or the event changes nothing for it).
+    IGNORED = "ignored"
+    UNKNOWN_RUN = "unknown_run"
+    # Can never be applied: set it aside.
+    MALFORMED = "malformed"
+    # The database is unavailable: keep the message and try again later.
+    RETRY = "retry"
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    """The statements a batch needs, and the outcome of each of its events (by position)."""
+
+    outcomes: list[OutcomeKind]
+    started: list[uuid.UUID] = field(default_factory=list)
+    progress: list[ProgressEvent] = field(default_factory=list)
+    completed: list[CompletedEvent] = field(default_factory=list)
+    failed: list[FailedEvent] = field(default_factory=list)
+
+    @property
+    def finished(self) -> dict[str, int]:
+        """Runs this batch ends, by the status they end in."""
+        return {"completed": len(self.completed), "failed": len(self.failed)}
+
+
+def first_occurrences(events: Sequence[LifecycleEvent]) -> list[LifecycleEvent]:
+    """Each ``event_id``'s first event in the batch (what goes into the ledger)."""
+    seen: set[uuid.UUID] = set()
+    out = []
+    for event in events:
+        if event.event_id not in seen:
+            seen.add(event.event_id)
+            out.append(event)
+    return out
+
+
+def plan_batch(
+    events: Sequence[LifecycleEvent],
+    new_ids: Set[uuid.UUID],
+    statuses: Mapping[uuid.UUID, str],
+) -> BatchPlan:
+    """The plan for ``events`` (in delivery order).
+
+    ``new_ids`` are the event ids the ledger insert of this transaction wrote
+    (the others were there before); ``statuses`` the status of every existing
+    run those new events name, read with the rows locked.
+    """
+    plan = BatchPlan(outcomes=[])
+    seen: set[uuid.UUID] = set()
+    started: set[uuid.UUID] = set()
+    ended: set[uuid.UUID] = set()
+    for event in events:
+        if event.event_id in seen or event.event_id not in new_ids:
+            plan.outcomes.append(OutcomeKind.DUPLICATE)
+            continue
+        seen.add(event.event_id)
+        status = statuses.get(event.run_id)
+        if status is None:
+            kind = OutcomeKind.UNKNOWN_RUN
+        elif status not in ACTIVE_STATUSES:
+            kind = OutcomeKind.IGNORED
+        elif isinstance(event, StartedEvent):
+            kind = OutcomeKind.APPLIED
+            if event.run_id not in started:
+                started.add(event.run_id)
+                plan.started.append(event.run_id)
+        elif isinstance(event, ProgressEvent):
+            kind = OutcomeKind.APPLIED
+            plan.progress.append(event)
+        elif event.run_id in ended:
+            kind = OutcomeKind.IGNORED
+        else:
+            ended.add(event.run_id)
+            kind = OutcomeKind.APPLIED
+            if isinstance(event, CompletedEvent):
+                plan.completed.append(event)
+            else:
+                plan.failed.append(event)
+        plan.outcomes.append(kind)
+    return plan
