@@ -47,6 +47,14 @@ LEADER_LOCK = schedules.LEADER_LOCK
 # How often a standby beat asks for the lock, and how long to wait after an error.
 STANDBY_POLL = 2.0
 ERROR_BACKOFF = 3.0
+# A due horizon that did not move is re-sent after a NOTIFY, at most this often:
+# the claim skipped rows another writer held (an apply, a backfill, an edit),
+# and that writer's commit is what NOTIFYs us.
+RESEND_AFTER_NOTIFY = 1.0
+# While a herd of jittered schedules is under way the horizon is only a lower
+# bound (see schedules.HORIZON_QUERY): fire is sent this often, and each claim
+# takes what has come due since.
+HERD_CADENCE = 0.25
 
 
 def psycopg2_dsn(url: str) -> str:
@@ -80,8 +88,8 @@ class _Listener:
     def horizon(self) -> schedules.Horizon:
         with self.conn.cursor() as cur:
             cur.execute(schedules.HORIZON_QUERY.text)
-            now, earliest, unscheduled = cur.fetchone()
-        return schedules.Horizon(now, earliest, unscheduled)
+            now, earliest, unscheduled, bounded = cur.fetchone()
+        return schedules.Horizon(now, earliest, unscheduled, bounded)
 
     def record_tick(self, leader: str, tick_seconds: float) -> None:
         """The heartbeat `scout-tasks status` and /metrics read (scout_beat)."""
@@ -121,6 +129,7 @@ class ScoutScheduler(Scheduler):
         self._next_tick = 0.0
         self._last_fire: tuple[datetime | None, bool] | None = None
         self._last_fire_sent = 0.0
+        self._notified = False
         self._name = f"{socket.gethostname()}:{os.getpid()}"
         super().__init__(*args, **kwargs)
 
@@ -208,19 +217,35 @@ class ScoutScheduler(Scheduler):
         due = horizon.unscheduled or (
             horizon.earliest is not None and horizon.earliest <= horizon.now
         )
+        resend_in: float | None = None
         if due:
             key = (horizon.earliest, horizon.unscheduled)
-            # The same due slot is re-sent only after a tick period: the worker
-            # is on it, and its commit NOTIFYs us when the horizon moves.
-            fresh = key != self._last_fire or mono - self._last_fire_sent >= tick_seconds
+            # The same due slot is re-sent only after a tick period (the worker
+            # is on it, and its commit NOTIFYs us when the horizon moves), or
+            # soon after a NOTIFY that left it where it was.
+            since = mono - self._last_fire_sent
+            fresh = (
+                key != self._last_fire
+                or since >= tick_seconds
+                or (self._notified and since >= RESEND_AFTER_NOTIFY)
+                or (horizon.bounded and since >= HERD_CADENCE)
+            )
             if fresh and self._send(FIRE, horizon.earliest or horizon.now):
                 self._last_fire, self._last_fire_sent = key, mono
+                self._notified = False
+                since = 0.0
+            if horizon.bounded:
+                resend_in = HERD_CADENCE - since
+            elif self._notified:
+                resend_in = RESEND_AFTER_NOTIFY - since
         wait = max(0.0, self._next_tick - time.monotonic())
+        if resend_in is not None:
+            wait = min(wait, max(0.0, resend_in))
         if horizon.earliest is not None and horizon.earliest > horizon.now:
             # A hair past the slot, so the database agrees it is due when we wake.
             until_slot = (horizon.earliest - horizon.now).total_seconds() + 0.002
             wait = min(wait, until_slot)
-        listener.wait(wait)
+        self._notified = listener.wait(wait) or self._notified
 
     def _send(self, task: str, slot: datetime) -> bool:
         try:

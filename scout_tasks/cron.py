@@ -374,3 +374,13 @@ def next_times(expr: str, zone: str, after: datetime, count: int) -> list[dateti
         if len(result) >= count:
             break
     return result
+
+
+def iter_between(expr: str, zone: str, start: datetime, end: datetime) -> Iterator[datetime]:
+    """Fire times t with ``start <= t < end``, ascending, in UTC (a backfill's slots)."""
+    # Fire times fall on whole minutes, so "after start - 1 µs" includes start.
+    for fire in iter_after(expr, zone, start - timedelta(microseconds=1)):
+        utc = fire.astimezone(UTC)
+        if utc >= end:
+            return
+        yield utc

@@ -122,23 +122,23 @@ def _fire_batch(engine: Engine, batch_size: int, report: FireReport) -> tuple[ou
     return queued, len(claimed)
 
 
-def _write_batch(
-    conn: Connection, batch: BatchPlan, now: datetime
-) -> tuple[set[uuid.UUID], outbox.Queued]:
-    """Insert the runs (a slot that already has one is skipped), their events, the advances.
+def insert_runs(
+    conn: Connection, new: list[runs.NewScheduledRun], now: datetime
+) -> tuple[set[uuid.UUID], outbox.Queued, dict[uuid.UUID, uuid.UUID]]:
+    """Insert scheduled runs and queue their ``scout.trigger`` events, in ``conn``'s transaction.
 
-    Last, the batch's counters (runs created, slots skipped, the fire lag of
-    each run: its ``created_at``, which is ``now``, minus its slot).
+    A slot that already has a run is skipped by ``UNIQUE (schedule_id,
+    scheduled_for)`` (ON CONFLICT DO NOTHING), so any writer of slots (the
+    fire batch, a backfill) races every other safely. Returns the ids inserted,
+    the queued events and, per schedule, its latest inserted run.
     """
-    inserted = runs.insert_scheduled_runs(conn, batch.runs)
+    inserted = runs.insert_scheduled_runs(conn, new)
     events = []
     last_run: dict[uuid.UUID, uuid.UUID] = {}
-    lags: list[float] = []
-    for run in batch.runs:
+    for run in new:
         if run.id not in inserted:
             continue
         last_run[run.schedule_id] = run.id
-        lags.append((now - run.scheduled_for).total_seconds())
         # Built without re-validation: every value was just read from typed columns.
         event = TriggerEvent.model_construct(
             event_id=uuid.uuid4(),
@@ -152,7 +152,21 @@ def _write_batch(
             scheduled_for=run.scheduled_for,
         )
         events.append(outbox.PendingEvent(event.event_id, TRIGGER, event.to_payload(), run.id))
-    queued = outbox.add_events(conn, events)
+    return inserted, outbox.add_events(conn, events), last_run
+
+
+def _write_batch(
+    conn: Connection, batch: BatchPlan, now: datetime
+) -> tuple[set[uuid.UUID], outbox.Queued]:
+    """Insert the runs (a slot that already has one is skipped), their events, the advances.
+
+    Last, the batch's counters (runs created, slots skipped, the fire lag of
+    each run: its ``created_at``, which is ``now``, minus its slot).
+    """
+    inserted, queued, last_run = insert_runs(conn, batch.runs, now)
+    lags = [
+        (now - run.scheduled_for).total_seconds() for run in batch.runs if run.id in inserted
+    ]
     advances = batch.advances
     schedules.advance(
         conn,

@@ -55,10 +55,16 @@ def plan(due: DueSchedule, now: datetime) -> Plan:
     - catch_up: a run for every on-time slot (at most MAX_CATCH_UP); the rest are skipped.
     Overlap ``skip`` turns the runs into counted skips while the previous run is
     still pending or running.
+
+    A jittered schedule (offset d) is planned on its own clock, ``now - d``:
+    slot s is due at s + d, so lateness (the grace) is measured from s + d and
+    its own jitter never makes a slot a misfire, and a slot whose s + d has
+    not come yet is left for later even when s has passed.
     """
     expr, zone, first = due.cron_expression, due.timezone, due.next_run_at
     if first is None:
         raise ValueError(OUT_OF_RANGE)
+    now = now - timedelta(milliseconds=due.jitter_ms)
     grace_start = now - timedelta(seconds=due.misfire_grace_seconds)
     following = cron.next_after(expr, zone, first)
     several = following <= now

@@ -495,3 +495,17 @@ def insert_schedule_manual_run(
         .returning(*COLUMNS)
     ).one()
     return _as_dict(row)
+
+
+def slots_with_runs(
+    conn: Connection, schedule_id: uuid.UUID, slots: Sequence[datetime]
+) -> set[datetime]:
+    """Which of ``slots`` already have a run of the schedule (a backfill skips them)."""
+    if not slots:
+        return set()
+    rows = conn.execute(
+        select(runs.c.scheduled_for).where(
+            runs.c.schedule_id == schedule_id, runs.c.scheduled_for.in_(list(slots))
+        )
+    )
+    return {row[0] for row in rows}

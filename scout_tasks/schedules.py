@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from scout_tasks import jitter
 from scout_tasks.db import translate_db_error
 from scout_tasks.errors import DuplicateScheduleName, ScheduleNotFound
 from scout_tasks.tables import schedules
@@ -140,6 +141,8 @@ class DueSchedule:
     overlap_policy: str
     # Status of the previous run, read only for overlap_policy = 'skip'.
     last_run_status: str | None
+    # The schedule's jitter offset d (see scout_tasks.jitter): due at next_run_at + d.
+    jitter_ms: int = 0
 
 
 _CLAIM_DUE = text(
@@ -153,13 +156,17 @@ _CLAIM_DUE = text(
            s.misfire_policy, s.misfire_grace_seconds, s.overlap_policy,
            CASE WHEN s.overlap_policy = 'skip' THEN
                (SELECT r.status FROM scout_runs r WHERE r.id = s.last_run_id)
-           END AS last_run_status
+           END AS last_run_status,
+           $jitter_ms AS jitter_ms
     FROM scout_schedules s
+    -- The first condition is the due-index's range; the second holds back a
+    -- jittered schedule until its own instant, slot + d (d < 3600 s).
     WHERE s.enabled AND s.next_run_at <= now()
+      AND s.next_run_at + $jitter <= now()
     ORDER BY s.next_run_at
     LIMIT :limit
     FOR UPDATE OF s SKIP LOCKED
-    """
+    """.replace("$jitter_ms", jitter.sql_ms("s")).replace("$jitter", jitter.sql_interval("s"))
 )
 
 
@@ -252,8 +259,6 @@ def set_next_run(
     )
 
 
-# Two index probes on the partial due-index, never a scan of all schedules. The
-# beat runs it on its own psycopg2 session (the one that LISTENs).
 # pg_try_advisory_lock key of the beats' leader: "scout beat" in ASCII. The
 # beat takes it (scout_tasks.beat); the console asks whether anyone holds it.
 LEADER_LOCK = 0x73636F7574_6265
@@ -277,45 +282,80 @@ def leader_present(conn: Connection) -> bool:
     return bool(conn.execute(_LEADER_PRESENT, params).scalar_one())
 
 
+# Rows the horizon reads at most to find a jittered due instant (see below).
+HORIZON_WINDOW = 1000
+
+# The earliest instant a schedule is due: min(next_run_at + d). Without jitter
+# that is two index probes on the partial due-index, never a scan of all
+# schedules. With jitter, a row can be due before the first row by next_run_at
+# only if its next_run_at is earlier than that row's due instant, so only
+# that range is read, and at most HORIZON_WINDOW rows of it: past that (a herd
+# of jittered schedules on one slot), the last row's next_run_at is a lower
+# bound of every unread row's due instant, and the answer is marked
+# ``bounded``: the beat then sends ``fire`` at a steady cadence instead of
+# reading the whole herd on every wake-up. The beat runs it on its own
+# psycopg2 session (the one that LISTENs).
 HORIZON_QUERY = text(
     """
+    WITH head AS (
+        SELECT s.next_run_at + $jitter AS due_at
+        FROM scout_schedules s
+        WHERE s.enabled AND s.next_run_at IS NOT NULL
+        ORDER BY s.next_run_at LIMIT 1
+    ), ahead AS (
+        SELECT s.next_run_at, s.next_run_at + $jitter AS due_at
+        FROM scout_schedules s, head
+        WHERE s.enabled AND s.next_run_at < head.due_at
+        ORDER BY s.next_run_at LIMIT $window
+    ), cut AS (
+        SELECT max(next_run_at) AS bound FROM ahead HAVING count(*) >= $window
+    )
     SELECT now() AS now,
-           (SELECT next_run_at FROM scout_schedules
-             WHERE enabled AND next_run_at IS NOT NULL
-             ORDER BY next_run_at LIMIT 1) AS earliest,
+           LEAST((SELECT due_at FROM head), (SELECT min(due_at) FROM ahead),
+                 (SELECT bound FROM cut)) AS earliest,
            EXISTS (SELECT 1 FROM scout_schedules
-                    WHERE enabled AND next_run_at IS NULL AND last_error IS NULL) AS unscheduled
-    """
+                    WHERE enabled AND next_run_at IS NULL AND last_error IS NULL) AS unscheduled,
+           EXISTS (SELECT 1 FROM cut) AS bounded
+    """.replace("$jitter", jitter.sql_interval("s")).replace("$window", str(HORIZON_WINDOW))
 )
 
 
 @dataclass(frozen=True, slots=True)
 class Horizon:
-    """What the beat needs to know to sleep: the database's clock and the next slot."""
+    """What the beat needs to know to sleep: the database's clock and the next due instant.
+
+    ``earliest`` is the earliest ``next_run_at + d`` (d the schedule's jitter),
+    or, when ``bounded``, a lower bound of it (a herd of jittered schedules).
+    """
 
     now: datetime
     earliest: datetime | None
     unscheduled: bool
+    bounded: bool = False
 
 
-# Range scans of the partial due-index (enabled schedules only).
+# Range scans of the partial due-index (enabled schedules only). Due and overdue
+# are measured from each schedule's own instant, next_run_at + d (its jitter),
+# so a schedule waiting out its jitter is neither; the jitter is computed only
+# for the rows the index range already selected.
 _COUNT_ENABLED = text(
     """
-    SELECT count(*),
-           count(*) FILTER (WHERE next_run_at <= now()),
-           count(*) FILTER (WHERE next_run_at < now() - make_interval(secs => :overdue_after))
-    FROM scout_schedules
-    WHERE enabled
-    """
+    SELECT (SELECT count(*) FROM scout_schedules WHERE enabled),
+           (SELECT count(*) FROM scout_schedules s
+             WHERE s.enabled AND s.next_run_at <= now() AND s.next_run_at + $jitter <= now()),
+           (SELECT count(*) FROM scout_schedules s
+             WHERE s.enabled AND s.next_run_at < now() - make_interval(secs => :overdue_after)
+               AND s.next_run_at + $jitter < now() - make_interval(secs => :overdue_after))
+    """.replace("$jitter", jitter.sql_interval("s"))
 )
 
 
 @dataclass(frozen=True, slots=True)
 class EnabledCounts:
     enabled: int
-    # next_run_at has passed (by the database's clock): firing is about to take them.
+    # next_run_at + d has passed (by the database's clock): firing is about to take them.
     due: int
-    # next_run_at passed more than ``overdue_after`` seconds ago: nothing is firing them.
+    # next_run_at + d passed more than ``overdue_after`` seconds ago: nothing is firing them.
     overdue: int
 
 
@@ -373,3 +413,34 @@ def resume_schedule(
             "paused_by": None,
         },
     )
+
+
+# --- schedules as code ----------------------------------------------------------
+
+
+def find_for_apply(
+    conn: Connection, names: Sequence[str], *, managed: bool
+) -> list[dict[str, Any]]:
+    """The schedules named, and with ``managed`` every one apply wrote (what a plan compares)."""
+    condition = schedules.c.name.in_(list(names))
+    if managed:
+        condition = condition | schedules.c.managed_by.is_not(None)
+    return [_as_dict(r) for r in conn.execute(select(*COLUMNS).where(condition))]
+
+
+def lock_schedules(conn: Connection, ids: Sequence[uuid.UUID]) -> list[dict[str, Any]]:
+    """Lock these schedules (FOR UPDATE, in id order) and read them as they now are.
+
+    Held until the transaction ends. A fire batch's claim skips a locked row
+    (SKIP LOCKED) and takes it on a later pass; locking in id order keeps two
+    writers of overlapping sets from deadlocking each other.
+    """
+    if not ids:
+        return []
+    query = (
+        select(*COLUMNS)
+        .where(schedules.c.id.in_(list(ids)))
+        .order_by(schedules.c.id)
+        .with_for_update()
+    )
+    return [_as_dict(r) for r in conn.execute(query)]

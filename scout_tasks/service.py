@@ -32,15 +32,10 @@ def create_schedule(
 ) -> dict[str, Any]:
     """Validate and insert a schedule; an enabled one gets its first slot at once."""
     spec = parse(ScheduleCreate, data)
-    values = spec.model_dump()
     who = validation.actor(actor)
     with engine.begin() as conn:
         set_actor(conn, who)
-        if spec.enabled:
-            values["next_run_at"] = cron.next_after(
-                spec.cron_expression, spec.timezone, db_now(conn)
-            )
-        row = schedules.create_schedule(conn, values)
+        row = write_create(conn, spec)
     log.info(
         "schedule created", extra={"action": "schedule.created", "schedule_id": str(row["id"])}
     )
@@ -58,26 +53,48 @@ def update_schedule(
         current = schedules.get_schedule(conn, schedule_id, lock=True)
         if not changes:
             return current
-        merged = {**current, **changes}
-        timing = {"cron_expression", "timezone", "enabled"} & changes.keys()
-        if timing and any(changes[k] != current[k] for k in timing):
-            merged_enabled = merged["enabled"]
-            changes["next_run_at"] = (
-                cron.next_after(merged["cron_expression"], merged["timezone"], db_now(conn))
-                if merged_enabled
-                else None
-            )
-            changes["last_error"] = None
-        row = schedules.update_schedule(conn, schedule_id, changes)
-        if row["enabled"] and row["next_run_at"] is None and changes.get("next_run_at"):
-            # The database trigger clears next_run_at when the expression changes
-            # but the next slot happens to stay the same; set it again.
-            row = schedules.update_schedule(
-                conn, schedule_id, {"next_run_at": changes["next_run_at"]}
-            )
+        row = write_update(conn, current, changes)
     log.info(
         "schedule updated", extra={"action": "schedule.updated", "schedule_id": str(schedule_id)}
     )
+    return row
+
+
+def write_create(
+    conn: Connection, spec: ScheduleCreate, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Insert a validated schedule in ``conn``'s transaction; an enabled one gets its first slot.
+
+    ``extra`` holds columns no caller may write directly (``managed_by``).
+    """
+    values = {**spec.model_dump(), **(extra or {})}
+    if spec.enabled:
+        values["next_run_at"] = cron.next_after(spec.cron_expression, spec.timezone, db_now(conn))
+    return schedules.create_schedule(conn, values)
+
+
+def write_update(
+    conn: Connection, current: Mapping[str, Any], changes: dict[str, Any]
+) -> dict[str, Any]:
+    """Write validated ``changes`` to the locked row ``current`` in ``conn``'s transaction.
+
+    A new expression, zone or enabling recomputes the next slot.
+    """
+    schedule_id = current["id"]
+    merged = {**current, **changes}
+    timing = {"cron_expression", "timezone", "enabled"} & changes.keys()
+    if timing and any(changes[k] != current[k] for k in timing):
+        changes["next_run_at"] = (
+            cron.next_after(merged["cron_expression"], merged["timezone"], db_now(conn))
+            if merged["enabled"]
+            else None
+        )
+        changes["last_error"] = None
+    row = schedules.update_schedule(conn, schedule_id, changes)
+    if row["enabled"] and row["next_run_at"] is None and changes.get("next_run_at"):
+        # The database trigger clears next_run_at when the expression changes
+        # but the next slot happens to stay the same; set it again.
+        row = schedules.update_schedule(conn, schedule_id, {"next_run_at": changes["next_run_at"]})
     return row
 
 

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from scout_tasks import console, db
-from scout_tasks.api import errors, metrics, ops, runs, schedules
+from scout_tasks.api import errors, metrics, operate, ops, runs, schedules
 from scout_tasks.api.deps import Scout
 from scout_tasks.api.limits import BodySizeLimit
 from scout_tasks.settings import Settings, get_settings
@@ -57,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry = metrics.make_registry(scout.engine)
     errors.install(app)
     app.add_middleware(BodySizeLimit)
+    # Before schedules: its /apply must not be read as /{id}.
+    app.include_router(operate.router)
     app.include_router(schedules.router)
     app.include_router(runs.router)
     app.include_router(ops.router)

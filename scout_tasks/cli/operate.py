@@ -1,135 +1,133 @@
-"""``scout-tasks schedules run|pause|resume|history``: operating a schedule, with an actor.
+"""``scout-tasks schedules apply | export | backfill``: schedules as code, and re-running slots.
 
-Every write names who acts (``--actor``, default the login name), and the
-database's history trigger records it with the change in the same transaction.
+Added to the ``schedules`` group by :mod:`scout_tasks.cli`.
 """
 
 from __future__ import annotations
 
 import getpass
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
-from scout_tasks.cli.common import F, emit, engine, handles_errors, json_option, publisher, record
+from scout_tasks.cli.common import emit, engine, handles_errors, json_option, publisher
+from scout_tasks.errors import InvalidInput
+
+actor_option = click.option(
+    "--actor", default=None, help="Who acts, for the history (default: your login name)."
+)
 
 
-def login_name() -> str | None:
-    """The operator's login name; None (the database then names its role) if there is none."""
+def _actor(value: str | None) -> str | None:
+    if value is not None:
+        return value
     try:
         return getpass.getuser()
     except (KeyError, OSError):
-        # A container user with no passwd entry and no LOGNAME/USER variables.
         return None
 
 
-def actor_option(func: F) -> F:
-    return click.option(
-        "--actor",
-        default=None,
-        metavar="NAME",
-        help="Who acts, for the schedule's history (default: your login name).",
-    )(func)
-
-
-def actor_of(given: str | None) -> str | None:
-    return given if given is not None else login_name()
-
-
-def described(row: dict[str, Any]) -> dict[str, Any]:
-    """A schedule as the CLI shows it: the row and its ``cron_description``."""
-    from scout_tasks.cron_description import with_description
-
-    return with_description(row)
-
-
-@click.command("run")
-@click.argument("schedule")
-@click.option("--triggered-by", default=None, help="Recorded on the run (default: the actor).")
-@actor_option
-@json_option
-@handles_errors
-def schedules_run(
-    schedule: str, triggered_by: str | None, actor: str | None, as_json: bool
-) -> None:
-    """Run a schedule now (by name or id): a manual run; its next slot stays."""
-    from scout_tasks import service
-
-    out = publisher()
+def _read(path: str) -> str:
+    """The file's text (``-`` is stdin); unreadable or not UTF-8 is bad input naming ``file``."""
     try:
-        run, delivered = service.run_now(
-            engine(), schedule, triggered_by=triggered_by, actor=actor_of(actor), publisher=out
-        )
+        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInput("file", f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("file", f"{path} is not UTF-8 text") from None
+
+
+@click.command("apply")
+@click.option("-f", "--file", "path", required=True, help="The YAML file ('-': stdin).")
+@click.option("--dry-run", is_flag=True, help="Print the plan, write nothing.")
+@click.option("--prune", is_flag=True, help="Delete schedules apply wrote that the file omits.")
+@actor_option
+@json_option
+@handles_errors
+def schedules_apply(
+    path: str, dry_run: bool, prune: bool, actor: str | None, as_json: bool
+) -> None:
+    """Make the schedules match a YAML file: {"schedules": [{name, cron_expression, ...}]}.
+
+    Prints the plan, one line per schedule: "+" create, "~" update (field: old
+    -> new), "-" delete (with --prune), "=" unchanged; then applies it in one
+    transaction. An invalid file writes nothing and exits 2.
+    """
+    from scout_tasks import apply, manifest
+
+    document = manifest.load_yaml(_read(path))
+    plan = apply.apply(engine(), document, dry_run=dry_run, prune=prune, actor=_actor(actor))
+
+    def text(_: Any) -> str:
+        lines = [step.line() for step in plan.steps] or ["(no schedules in the file)"]
+        if dry_run:
+            tail = f"dry run: {plan.summary()}; nothing written"
+        elif plan.changes:
+            tail = f"applied: {plan.summary()}"
+        else:
+            tail = f"no changes: {plan.summary()}"
+        return "\n".join([*lines, tail])
+
+    emit([step.as_dict() for step in plan.steps], as_json, text)
+
+
+@click.command("export")
+@click.option("-o", "--output", default=None, help="Write to this file (default: stdout).")
+@json_option
+@handles_errors
+def schedules_export(output: str | None, as_json: bool) -> None:
+    """Write every schedule as YAML (or JSON) that `schedules apply` accepts with no change."""
+    from scout_tasks import apply, manifest
+
+    document = apply.export(engine())
+    # JSON is YAML too: apply reads either.
+    text = (
+        json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        if as_json
+        else manifest.dump_yaml(document)
+    )
+    if output is None or output == "-":
+        click.echo(text, nl=False)
+        return
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput("output", f"cannot write {output}: {exc.strerror or exc}") from None
+
+
+@click.command("backfill")
+@click.argument("schedule")
+@click.option("--from", "start", required=True, help="First instant, ISO 8601 (no offset: UTC).")
+@click.option("--to", "end", required=True, help="End instant, excluded, ISO 8601.")
+@click.option("--dry-run", is_flag=True, help="List the slots, write nothing.")
+@json_option
+@handles_errors
+def schedules_backfill(schedule: str, start: str, end: str, dry_run: bool, as_json: bool) -> None:
+    """Create a run for every slot in [--from, --to) that has none (at most 1000 slots)."""
+    from scout_tasks import backfill
+
+    pub = None if dry_run else publisher()
+    try:
+        result = backfill.backfill(engine(), schedule, start, end, dry_run=dry_run, publisher=pub)
     finally:
-        out.close()
-    if not delivered:
-        click.echo(
-            "warning: the broker did not confirm scout.trigger yet; "
-            "it is kept in the outbox and sent by the next tick",
-            err=True,
-        )
-    emit(run, as_json, record)
+        if pub is not None:
+            pub.close()
 
+    def text(data: dict[str, Any]) -> str:
+        marks = {"created": "+", "would_create": "+", "exists": "="}
+        lines = [f"{marks[s['status']]} {s['slot']}" for s in data["slots"]]
+        new = len(result.created)
+        if dry_run:
+            lines.append(f"dry run: {new} run(s) to create, {data['existing']} slot(s) have one")
+        else:
+            lines.append(f"{new} run(s) created, {data['existing']} slot(s) already had one")
+            if new and not result.delivered:
+                lines.append("events kept in the outbox; the next tick delivers them")
+        return "\n".join(lines)
 
-@click.command("pause")
-@click.argument("schedule")
-@click.option("--reason", required=True, help="Why (1..500 characters); shown with the schedule.")
-@actor_option
-@json_option
-@handles_errors
-def schedules_pause(schedule: str, reason: str, actor: str | None, as_json: bool) -> None:
-    """Pause a schedule with a reason; it fires no more until resumed."""
-    from scout_tasks import service
-
-    row = service.pause(engine(), schedule, reason=reason, actor=actor_of(actor))
-    emit(described(row), as_json, record)
-
-
-@click.command("resume")
-@click.argument("schedule")
-@actor_option
-@json_option
-@handles_errors
-def schedules_resume(schedule: str, actor: str | None, as_json: bool) -> None:
-    """Resume a paused schedule at its next slot after now (missed slots are not caught up)."""
-    from scout_tasks import service
-
-    row = service.resume(engine(), schedule, actor=actor_of(actor))
-    emit(described(row), as_json, record)
-
-
-def _value(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _history_text(items: list[dict[str, Any]]) -> str:
-    if not items:
-        return "no recorded changes"
-    lines = []
-    for item in items:
-        lines.append(f"{item['at'].isoformat()}  {item['actor'] or '-'}  {item['action']}")
-        for field, (old, new) in sorted(item["changes"].items()):
-            lines.append(f"    {field}: {_value(old)} -> {_value(new)}")
-    return "\n".join(lines)
-
-
-@click.command("history")
-@click.argument("schedule")
-@click.option("--page", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--page-size", type=click.IntRange(1, 1000), default=50, show_default=True)
-@json_option
-@handles_errors
-def schedules_history(schedule: str, page: int, page_size: int, as_json: bool) -> None:
-    """Who changed a schedule, what and when (newest first), plain-SQL edits included."""
-    from scout_tasks import service
-
-    items, _total = service.history(engine(), schedule, page=page, page_size=page_size)
-    shown = [{k: item[k] for k in ("at", "actor", "action", "changes")} for item in items]
-    emit(shown, as_json, _history_text)
-
-
-COMMANDS = (schedules_run, schedules_pause, schedules_resume, schedules_history)
+    emit(result.as_dict(), as_json, text)

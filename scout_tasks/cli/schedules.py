@@ -17,7 +17,7 @@ from scout_tasks.cli.common import (
     schedule_id,
     table,
 )
-from scout_tasks.cli.operate import actor_of, actor_option, described
+from scout_tasks.cli.control import actor_of, actor_option, described
 
 SCHEDULE_COLUMNS = ("name", "id", "cron_expression", "timezone", "enabled", "next_run_at")
 

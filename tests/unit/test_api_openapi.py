@@ -34,6 +34,8 @@ OPERATIONS = {
     ("post", "/api/scout/schedules/{id}/pause"): "pause_schedule",
     ("post", "/api/scout/schedules/{id}/resume"): "resume_schedule",
     ("get", "/api/scout/schedules/{id}/changes"): "list_schedule_changes",
+    ("post", "/api/scout/schedules/apply"): "apply_schedules",
+    ("post", "/api/scout/schedules/{id}/backfill"): "backfill_schedule",
     ("post", "/api/scout/trigger"): "trigger_run",
     ("get", "/api/scout/runs"): "list_runs",
     ("get", "/api/scout/runs/{id}"): "get_run",
