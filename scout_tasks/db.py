@@ -37,6 +37,17 @@ from scout_tasks.errors import (
 )
 from scout_tasks.settings import get_settings
 
+# A connection whose peer vanished without a reset (a failover, a lost NAT entry) would
+# leave a query waiting forever, and the server holding its row locks for hours (the OS
+# default is 2 h of silence): probe after 10 s, give up 15 s of unanswered probes later,
+# as the beat's own session does. libpq ignores these on a Unix socket.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+
 _lock = threading.Lock()
 _engines: dict[tuple[int, str], Engine] = {}
 
@@ -48,7 +59,7 @@ def make_engine(url: str) -> Engine:
         pool_pre_ping=True,
         pool_size=5,
         max_overflow=5,
-        connect_args={"connect_timeout": 5, "application_name": "scout-tasks"},
+        connect_args={"connect_timeout": 5, "application_name": "scout-tasks", **KEEPALIVES},
     )
 
     @event.listens_for(engine, "connect")

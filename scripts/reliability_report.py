@@ -18,9 +18,9 @@ adds every test's outcome. The rendering knows nothing about particular suites:
   (``problems``) become bullet points.
 
 The default selection is the bad-input, fuzzing and secrets tests, the lifecycle test
-that dead-letters malformed events, and any ``tests/**/test_fault*.py``. The exit code
-is pytest's, and RELIABILITY.md is written whatever it is: a failing check is a figure
-worth reading.
+that dead-letters malformed events, the short fault soak (``tests/e2e/test_soak.py``),
+and any ``tests/**/test_fault*.py``. The exit code is pytest's, and RELIABILITY.md is
+written whatever it is: a failing check is a figure worth reading.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ DEFAULT_TESTS = [
     "tests/integration/test_fuzz_api.py",
     "tests/integration/test_secrets.py",
     "tests/integration/test_lifecycle.py::test_poison_messages_are_dead_lettered_exactly_once",
+    # The short randomized soak on its own servers (records suite fault_soak).
+    "tests/e2e/test_soak.py",
 ]
 FAULT_TESTS = "tests/**/test_fault*.py"
 FAULT_PREFIX = "fault_"
