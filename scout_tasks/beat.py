@@ -42,8 +42,8 @@ from scout_tasks.settings import get_settings, mask_url
 log = logging.getLogger(__name__)
 
 CHANNEL = "scout_schedules"
-# pg_try_advisory_lock key: "scout beat" in ASCII, shared by every beat.
-LEADER_LOCK = 0x73636F7574_6265
+# pg_try_advisory_lock key, shared by every beat (and read by the console).
+LEADER_LOCK = schedules.LEADER_LOCK
 # How often a standby beat asks for the lock, and how long to wait after an error.
 STANDBY_POLL = 2.0
 ERROR_BACKOFF = 3.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, text
 
@@ -50,6 +50,28 @@ def record_run_events(conn: Connection, events: Sequence[_Recordable]) -> set[uu
         },
     )
     return {value if isinstance(value, uuid.UUID) else uuid.UUID(value) for (value,) in rows}
+
+
+_EVENTS_OF_RUNS = text(
+    """
+    SELECT run_id, event_id, event_type, received_at
+    FROM scout_run_events
+    WHERE run_id = ANY(CAST(:run_ids AS uuid[]))
+    ORDER BY received_at, event_id
+    """
+)
+
+
+def events_of_runs(
+    conn: Connection, run_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    """The recorded lifecycle events of these runs, each run's in arrival order."""
+    found: dict[uuid.UUID, list[dict[str, Any]]] = {run_id: [] for run_id in run_ids}
+    if not run_ids:
+        return found
+    for row in conn.execute(_EVENTS_OF_RUNS, {"run_ids": [str(r) for r in run_ids]}):
+        found.setdefault(row.run_id, []).append(dict(row._mapping))
+    return found
 
 
 _DELETE_FOR_RUNS = text("DELETE FROM scout_run_events WHERE run_id = ANY(CAST(:run_ids AS uuid[]))")

@@ -259,6 +259,29 @@ def set_next_run(
     )
 
 
+# pg_try_advisory_lock key of the beats' leader: "scout beat" in ASCII. The
+# beat takes it (scout_tasks.beat); the console asks whether anyone holds it.
+LEADER_LOCK = 0x73636F7574_6265
+
+# A bigint key shows in pg_locks as classid (high half) and objid (low half).
+_LEADER_PRESENT = text(
+    """
+    SELECT EXISTS (
+        SELECT 1 FROM pg_locks
+        WHERE locktype = 'advisory' AND granted AND objsubid = 1
+          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND classid::bigint = :high AND objid::bigint = :low
+    )
+    """
+)
+
+
+def leader_present(conn: Connection) -> bool:
+    """Whether some beat holds the leader lock on this database now."""
+    params = {"high": LEADER_LOCK >> 32, "low": LEADER_LOCK & 0xFFFFFFFF}
+    return bool(conn.execute(_LEADER_PRESENT, params).scalar_one())
+
+
 # Rows the horizon reads at most to find a jittered due instant (see below).
 HORIZON_WINDOW = 1000
 

@@ -139,6 +139,37 @@ schedules = Table(
     # Deleting a run (retention) sets last_run_id to NULL where it points at
     # it: without this, one scan of all schedules per deleted run.
     Index("ix_scout_schedules_last_run_id", "last_run_id"),
+    # The console's "paused" filter and count; enabled rows never enter it.
+    Index("ix_scout_schedules_disabled", "name", postgresql_where=text("NOT enabled")),
+)
+
+# The console's search: each schedule's name and source, kept in step by
+# triggers (migration 0006) and trigram-indexed here rather than on
+# scout_schedules, whose every fire would otherwise rewrite the trigram entries.
+schedule_search = Table(
+    "scout_schedule_search",
+    metadata,
+    Column(
+        "schedule_id",
+        UUID(as_uuid=True),
+        ForeignKey("scout_schedules.id", ondelete="CASCADE", onupdate="CASCADE"),
+        primary_key=True,
+    ),
+    Column("name", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Index("ix_scout_schedule_search_name", "name"),
+    Index(
+        "ix_scout_schedule_search_name_trgm",
+        "name",
+        postgresql_using="gin",
+        postgresql_ops={"name": "gin_trgm_ops"},
+    ),
+    Index(
+        "ix_scout_schedule_search_source_trgm",
+        "source",
+        postgresql_using="gin",
+        postgresql_ops={"source": "gin_trgm_ops"},
+    ),
 )
 
 runs = Table(

@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from scout_tasks import db
+from scout_tasks import console, db
 from scout_tasks.api import errors, metrics, operate, ops, runs, schedules
 from scout_tasks.api.deps import Scout
 from scout_tasks.api.limits import BodySizeLimit
@@ -62,4 +62,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(schedules.router)
     app.include_router(runs.router)
     app.include_router(ops.router)
+    # The operator console at /ui: one more face of the same service layer.
+    console.install(app, settings)
     return app

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy import Engine
@@ -112,6 +112,33 @@ async def json_object(request: Request) -> dict[str, Any]:
 
 
 JsonBody = Annotated[dict[str, Any], Depends(json_object)]
+
+
+async def optional_json_object(request: Request) -> dict[str, Any]:
+    """As :func:`json_object`, but an empty body is the empty object."""
+    if not (await request.body()).strip():
+        return {}
+    return await json_object(request)
+
+
+OptionalJsonBody = Annotated[dict[str, Any], Depends(optional_json_object)]
+DEFAULT_ACTOR = "api"
+
+
+def actor(
+    x_scout_actor: Annotated[
+        str | None,
+        Header(
+            alias="X-Scout-Actor",
+            description="Who acts, for the schedule's history (default `api`).",
+        ),
+    ] = None,
+) -> str:
+    """The ``X-Scout-Actor`` header; the service layer validates it (field ``actor``)."""
+    return x_scout_actor if x_scout_actor is not None and x_scout_actor.strip() else DEFAULT_ACTOR
+
+
+Actor = Annotated[str, Depends(actor)]
 
 
 def body_doc(model: type[BaseModel]) -> dict[str, Any]:

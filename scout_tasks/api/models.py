@@ -61,6 +61,7 @@ class Schedule(BaseModel):
     paused_at: datetime | None
     paused_by: str | None
     managed_by: str | None
+    cron_description: str
 
 
 class Run(BaseModel):
@@ -91,6 +92,22 @@ class SchedulePage(BaseModel):
 
 class RunPage(BaseModel):
     items: list[Run]
+    total: int
+    page: int
+    page_size: int
+
+
+class Change(BaseModel):
+    """One change of a schedule: ``changes`` maps each field to ``[old, new]``."""
+
+    at: datetime
+    actor: str | None
+    action: str
+    changes: dict[str, list[Any]]
+
+
+class ChangePage(BaseModel):
+    items: list[Change]
     total: int
     page: int
     page_size: int

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/scout", tags=["runs"])
 
 
-def _event_header(response: Response, delivered: bool) -> None:
+def event_header(response: Response, delivered: bool) -> None:
     """Tell the caller whether the broker confirmed the event or the outbox holds it."""
     response.headers["Scout-Event"] = "published" if delivered else "queued"
     if not delivered:
@@ -57,7 +57,7 @@ def trigger_run(scout: ScoutDep, body: JsonBody, response: Response) -> Any:
     the outbox (header ``Scout-Event: queued``) and the next tick sends it.
     """
     run, delivered = service.trigger_run(scout.engine, body, scout.publisher())
-    _event_header(response, delivered)
+    event_header(response, delivered)
     return jsonable_encoder(run)
 
 
@@ -112,5 +112,5 @@ def get_run(scout: ScoutDep, run_id: RunId) -> Any:
 def cancel_run(scout: ScoutDep, run_id: RunId, response: Response) -> Any:
     """Cancel a pending or running run and publish ``scout.cancelled``."""
     run, delivered = service.cancel_run(scout.engine, run_id, scout.publisher())
-    _event_header(response, delivered)
+    event_header(response, delivered)
     return jsonable_encoder(run)

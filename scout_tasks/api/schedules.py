@@ -1,4 +1,9 @@
-"""``/api/scout/schedules``: create, list, read, change, delete, preview and reload."""
+"""``/api/scout/schedules``: create, list, read, change, delete, preview, reload,
+and the operator's actions: run now, pause, resume, history.
+
+Every schedule object carries ``cron_description`` (the expression in plain
+English), and every write records its actor, the ``X-Scout-Actor`` header.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ from fastapi.encoders import jsonable_encoder
 from scout_tasks import schedules, service
 from scout_tasks.api.deps import (
     MUTATING,
+    Actor,
     JsonBody,
+    OptionalJsonBody,
     Page,
     PageSize,
     ScheduleId,
@@ -20,10 +27,25 @@ from scout_tasks.api.deps import (
     paged,
 )
 from scout_tasks.api.errors import documented
-from scout_tasks.api.models import Message, NextTimes, Schedule, SchedulePage
-from scout_tasks.validation import ScheduleCreate, ScheduleUpdate
+from scout_tasks.api.models import (
+    ChangePage,
+    Message,
+    NextTimes,
+    Run,
+    Schedule,
+    SchedulePage,
+)
+from scout_tasks.api.runs import event_header
+from scout_tasks.cron_description import with_description
+from scout_tasks.errors import InvalidInput
+from scout_tasks.validation import PauseRequest, RunNowRequest, ScheduleCreate, ScheduleUpdate
 
 router = APIRouter(prefix="/api/scout/schedules", tags=["schedules"])
+
+
+def _out(row: dict[str, Any]) -> Any:
+    """A schedule as the API shows it: the row and its ``cron_description``."""
+    return jsonable_encoder(with_description(row))
 
 
 @router.post(
@@ -34,9 +56,9 @@ router = APIRouter(prefix="/api/scout/schedules", tags=["schedules"])
     openapi_extra=body_doc(ScheduleCreate),
     responses={201: {"model": Schedule}, **documented(401, 409, 422, 503)},
 )
-def create_schedule(scout: ScoutDep, body: JsonBody) -> Any:
+def create_schedule(scout: ScoutDep, body: JsonBody, actor: Actor) -> Any:
     """Create a schedule; an enabled one gets its first ``next_run_at`` at once."""
-    return jsonable_encoder(service.create_schedule(scout.engine, body))
+    return _out(service.create_schedule(scout.engine, body, actor=actor))
 
 
 @router.get(
@@ -60,7 +82,8 @@ def list_schedules(
             limit=page_size,
             offset=(page - 1) * page_size,
         )
-    return jsonable_encoder(paged(items, total, page, page_size))
+    described = [with_description(row) for row in items]
+    return jsonable_encoder(paged(described, total, page, page_size))
 
 
 @router.post(
@@ -82,7 +105,7 @@ def reload_schedules(scout: ScoutDep) -> Any:
 )
 def get_schedule(scout: ScoutDep, schedule_id: ScheduleId) -> Any:
     with scout.engine.connect() as conn:
-        return jsonable_encoder(schedules.get_schedule(conn, schedule_id))
+        return _out(schedules.get_schedule(conn, schedule_id))
 
 
 @router.patch(
@@ -92,9 +115,9 @@ def get_schedule(scout: ScoutDep, schedule_id: ScheduleId) -> Any:
     openapi_extra=body_doc(ScheduleUpdate),
     responses={200: {"model": Schedule}, **documented(401, 404, 409, 422, 503)},
 )
-def update_schedule(scout: ScoutDep, schedule_id: ScheduleId, body: JsonBody) -> Any:
+def update_schedule(scout: ScoutDep, schedule_id: ScheduleId, body: JsonBody, actor: Actor) -> Any:
     """Change only the fields given; timing changes recompute ``next_run_at``."""
-    return jsonable_encoder(service.update_schedule(scout.engine, schedule_id, body))
+    return _out(service.update_schedule(scout.engine, schedule_id, body, actor=actor))
 
 
 @router.delete(
@@ -104,9 +127,9 @@ def update_schedule(scout: ScoutDep, schedule_id: ScheduleId, body: JsonBody) ->
     dependencies=MUTATING,
     responses=documented(401, 404, 422, 503),
 )
-def delete_schedule(scout: ScoutDep, schedule_id: ScheduleId) -> Response:
+def delete_schedule(scout: ScoutDep, schedule_id: ScheduleId, actor: Actor) -> Response:
     """Delete a schedule; its runs stay, with ``schedule_id`` set to null."""
-    service.delete_schedule(scout.engine, schedule_id)
+    service.delete_schedule(scout.engine, schedule_id, actor=actor)
     return Response(status_code=204)
 
 
@@ -146,3 +169,84 @@ def reload_schedule(scout: ScoutDep, schedule_id: ScheduleId) -> Any:
         schedules.get_schedule(conn, schedule_id)
     service.reload_schedules(scout.engine)
     return {"message": f"schedule {schedule_id} reloaded"}
+
+
+def _only(body: dict[str, Any], allowed: set[str]) -> None:
+    for key in body:
+        if key not in allowed:
+            raise InvalidInput(key, "unknown field")
+
+
+@router.post(
+    "/{id}/run",
+    status_code=201,
+    operation_id="run_schedule_now",
+    dependencies=MUTATING,
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": RunNowRequest.model_json_schema()}},
+        }
+    },
+    responses={201: {"model": Run}, **documented(401, 404, 422, 503)},
+)
+def run_schedule_now(
+    scout: ScoutDep,
+    schedule_id: ScheduleId,
+    body: OptionalJsonBody,
+    actor: Actor,
+    response: Response,
+) -> Any:
+    """A manual run of this schedule now, published as ``scout.trigger``; ``next_run_at`` stays.
+
+    The run has the schedule's ``source`` and ``max_strategies``, ``schedule_id``
+    set, ``trigger_type`` manual and no ``scheduled_for``.
+    """
+    _only(body, {"triggered_by"})
+    run, delivered = service.run_now(
+        scout.engine,
+        schedule_id,
+        triggered_by=body.get("triggered_by"),
+        actor=actor,
+        publisher=scout.publisher(),
+    )
+    event_header(response, delivered)
+    return jsonable_encoder(run)
+
+
+@router.post(
+    "/{id}/pause",
+    operation_id="pause_schedule",
+    dependencies=MUTATING,
+    openapi_extra=body_doc(PauseRequest),
+    responses={200: {"model": Schedule}, **documented(401, 404, 422, 503)},
+)
+def pause_schedule(scout: ScoutDep, schedule_id: ScheduleId, body: JsonBody, actor: Actor) -> Any:
+    """Disable with a reason (1..500 characters), recording when and by whom."""
+    _only(body, {"reason"})
+    return _out(service.pause(scout.engine, schedule_id, reason=body.get("reason"), actor=actor))
+
+
+@router.post(
+    "/{id}/resume",
+    operation_id="resume_schedule",
+    dependencies=MUTATING,
+    responses={200: {"model": Schedule}, **documented(401, 404, 422, 503)},
+)
+def resume_schedule(scout: ScoutDep, schedule_id: ScheduleId, actor: Actor) -> Any:
+    """Enable again, clearing the pause; it fires next at its first slot after now."""
+    return _out(service.resume(scout.engine, schedule_id, actor=actor))
+
+
+@router.get(
+    "/{id}/changes",
+    operation_id="list_schedule_changes",
+    responses={200: {"model": ChangePage}, **documented(404, 422, 503)},
+)
+def list_schedule_changes(
+    scout: ScoutDep, schedule_id: ScheduleId, page: Page = 1, page_size: PageSize = 50
+) -> Any:
+    """Who changed what and when, newest first: API, CLI and plain-SQL edits alike."""
+    items, total = service.history(scout.engine, schedule_id, page=page, page_size=page_size)
+    shown = [{key: item[key] for key in ("at", "actor", "action", "changes")} for item in items]
+    return jsonable_encoder(paged(shown, total, page, page_size))

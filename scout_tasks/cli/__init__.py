@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import click
 
 from scout_tasks.cli.common import CliError
+from scout_tasks.cli.control import COMMANDS as STEERING
 from scout_tasks.cli.cron import cron_group
 from scout_tasks.cli.db import db_group
 from scout_tasks.cli.operate import schedules_apply, schedules_backfill, schedules_export
@@ -33,7 +34,7 @@ def cli() -> None:
 
 for _command in (db_group, schedules_group, trigger, runs_group, cron_group, status, api, dev):
     cli.add_command(_command)
-for _command in (schedules_apply, schedules_export, schedules_backfill):
+for _command in (schedules_apply, schedules_export, schedules_backfill, *STEERING):
     schedules_group.add_command(_command)
 
 

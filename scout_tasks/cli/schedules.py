@@ -17,6 +17,7 @@ from scout_tasks.cli.common import (
     schedule_id,
     table,
 )
+from scout_tasks.cli.control import actor_of, actor_option, described
 
 SCHEDULE_COLUMNS = ("name", "id", "cron_expression", "timezone", "enabled", "next_run_at")
 
@@ -56,6 +57,7 @@ def _policy_options(func: F) -> F:
 @click.option("--timezone", default="UTC", show_default=True, help="IANA time zone.")
 @click.option("--disabled", is_flag=True, help="Create it disabled.")
 @_policy_options
+@actor_option
 @json_option
 @handles_errors
 def schedules_add(
@@ -68,6 +70,7 @@ def schedules_add(
     misfire_policy: str | None,
     misfire_grace_seconds: int | None,
     overlap_policy: str | None,
+    actor: str | None,
     as_json: bool,
 ) -> None:
     """Create a schedule."""
@@ -88,8 +91,9 @@ def schedules_add(
                 overlap_policy=overlap_policy,
             ),
         },
+        actor=actor_of(actor),
     )
-    emit(row, as_json, record)
+    emit(described(row), as_json, record)
 
 
 @schedules_group.command("update")
@@ -100,14 +104,17 @@ def schedules_add(
 @click.option("--max-strategies", type=int, default=None)
 @click.option("--timezone", default=None)
 @_policy_options
+@actor_option
 @json_option
 @handles_errors
-def schedules_update(schedule: str, as_json: bool, **values: Any) -> None:
+def schedules_update(schedule: str, actor: str | None, as_json: bool, **values: Any) -> None:
     """Change a schedule's fields (only those given)."""
     from scout_tasks import service
 
-    row = service.update_schedule(engine(), schedule_id(schedule), given(**values))
-    emit(row, as_json, record)
+    row = service.update_schedule(
+        engine(), schedule_id(schedule), given(**values), actor=actor_of(actor)
+    )
+    emit(described(row), as_json, record)
 
 
 @schedules_group.command("list")
@@ -121,6 +128,7 @@ def schedules_list(enabled: bool | None, source: str | None, as_json: bool) -> N
 
     with engine().connect() as conn:
         rows, _total = sql.list_schedules(conn, enabled=enabled, source=source)
+    rows = [described(r) for r in rows]
     emit(rows, as_json, lambda r: table(r, SCHEDULE_COLUMNS) if r else "no schedules")
 
 
@@ -134,44 +142,47 @@ def schedules_show(schedule: str, as_json: bool) -> None:
 
     with engine().connect() as conn:
         row = sql.find_schedule(conn, schedule)
-    emit(row, as_json, record)
+    emit(described(row), as_json, record)
 
 
-def _toggle(schedule: str, enabled: bool, as_json: bool) -> None:
+def _toggle(schedule: str, enabled: bool, actor: str | None, as_json: bool) -> None:
     from scout_tasks import service
 
-    row = service.set_enabled(engine(), schedule_id(schedule), enabled)
-    emit(row, as_json, record)
+    row = service.set_enabled(engine(), schedule_id(schedule), enabled, actor=actor_of(actor))
+    emit(described(row), as_json, record)
 
 
 @schedules_group.command("enable")
 @click.argument("schedule")
+@actor_option
 @json_option
 @handles_errors
-def schedules_enable(schedule: str, as_json: bool) -> None:
+def schedules_enable(schedule: str, actor: str | None, as_json: bool) -> None:
     """Enable a schedule; it fires from its next slot after now."""
-    _toggle(schedule, True, as_json)
+    _toggle(schedule, True, actor, as_json)
 
 
 @schedules_group.command("disable")
 @click.argument("schedule")
+@actor_option
 @json_option
 @handles_errors
-def schedules_disable(schedule: str, as_json: bool) -> None:
+def schedules_disable(schedule: str, actor: str | None, as_json: bool) -> None:
     """Disable a schedule."""
-    _toggle(schedule, False, as_json)
+    _toggle(schedule, False, actor, as_json)
 
 
 @schedules_group.command("rm")
 @click.argument("schedule")
+@actor_option
 @json_option
 @handles_errors
-def schedules_rm(schedule: str, as_json: bool) -> None:
+def schedules_rm(schedule: str, actor: str | None, as_json: bool) -> None:
     """Delete a schedule (its runs stay, with schedule_id set to null)."""
     from scout_tasks import service
 
     deleted = schedule_id(schedule)
-    service.delete_schedule(engine(), deleted)
+    service.delete_schedule(engine(), deleted, actor=actor_of(actor))
     emit({"id": deleted, "deleted": True}, as_json, lambda d: f"deleted {d['id']}")
 
 

@@ -282,7 +282,7 @@ def _start_children(
         return None
     children.start("api", [executable("scout-tasks"), "api", "--port", str(api_port)], env)
     api_url = f"http://127.0.0.1:{api_port}"
-    _say(f"HTTP API on {api_url} (OpenAPI at {api_url}/docs)")
+    _say(f"HTTP API on {api_url} (console at {api_url}/ui, OpenAPI at {api_url}/docs)")
     return api_url
 
 

@@ -146,8 +146,9 @@ def test_create_returns_the_schedule_with_its_first_slot(
     stored = row(engine, "SELECT * FROM scout_schedules WHERE id = :id", id=body["id"])
     assert stored["name"] == "Daily Scout Run"
     assert stored["next_run_at"] == next_run_at
-    # Same keys as the table's columns, like the CLI's --json.
-    assert set(body) == set(stored)
+    # The table's columns, like the CLI's --json, plus the expression in words.
+    assert set(body) == set(stored) | {"cron_description"}
+    assert body["cron_description"] == "At 12:00"
 
 
 def test_create_disabled_has_no_next_run(client: TestClient) -> None:

@@ -21,7 +21,8 @@ from tests.integration.helpers import count, counts, row, run_cli
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
-SCHEDULE_KEYS = {c.name for c in schedules_table.c}
+# The columns, like the API's object, plus the expression in plain English.
+SCHEDULE_KEYS = {c.name for c in schedules_table.c} | {"cron_description"}
 RUN_KEYS = {c.name for c in runs_table.c}
 
 

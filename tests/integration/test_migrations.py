@@ -22,13 +22,21 @@ from scout_tasks.tables import SCHEDULE_BOOKKEEPING, metadata
 from scout_tasks.tables import schedules as schedules_table
 from tests.integration.helpers import REPO_ROOT, empty_database, run_cli
 
-TABLES = {"scout_schedules", "scout_runs", "scout_outbox", "scout_schedule_changes"}
+TABLES = {
+    "scout_schedules",
+    "scout_runs",
+    "scout_outbox",
+    "scout_schedule_changes",
+    "scout_schedule_search",
+}
 TRIGGERS = {
     "scout_schedules_before_update",
     "scout_schedules_notify",
     "scout_schedules_record_create",
     "scout_schedules_record_delete",
     "scout_schedules_record_update",
+    "scout_schedules_search_insert",
+    "scout_schedules_search_update",
 }
 SCRIPTS = ScriptDirectory.from_config(migrate.alembic_config("unused"))
 HEAD = SCRIPTS.get_current_head()

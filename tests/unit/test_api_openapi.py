@@ -30,6 +30,10 @@ OPERATIONS = {
     ("delete", "/api/scout/schedules/{id}"): "delete_schedule",
     ("get", "/api/scout/schedules/{id}/next"): "next_fire_times",
     ("post", "/api/scout/schedules/{id}/reload"): "reload_schedule",
+    ("post", "/api/scout/schedules/{id}/run"): "run_schedule_now",
+    ("post", "/api/scout/schedules/{id}/pause"): "pause_schedule",
+    ("post", "/api/scout/schedules/{id}/resume"): "resume_schedule",
+    ("get", "/api/scout/schedules/{id}/changes"): "list_schedule_changes",
     ("post", "/api/scout/schedules/apply"): "apply_schedules",
     ("post", "/api/scout/schedules/{id}/backfill"): "backfill_schedule",
     ("post", "/api/scout/trigger"): "trigger_run",
@@ -98,12 +102,25 @@ def test_responses_and_errors_are_documented(spec: dict[str, Any]) -> None:
     assert create["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     page = spec["paths"]["/api/scout/runs"]["get"]["responses"]["200"]
     assert page["content"]["application/json"]["schema"]["$ref"].endswith("/RunPage")
+    pause = spec["paths"]["/api/scout/schedules/{id}/pause"]["post"]
+    reason = pause["requestBody"]["content"]["application/json"]["schema"]["properties"]["reason"]
+    assert (reason["minLength"], reason["maxLength"]) == (1, 500)
+    assert any(p["name"] == "X-Scout-Actor" for p in pause["parameters"])
+    run = spec["paths"]["/api/scout/schedules/{id}/run"]["post"]
+    assert run["requestBody"]["required"] is False
+    assert run["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith("/Run")
+
+
+# Not columns: what the API adds to a row.
+COMPUTED = {"cron_description": False}
 
 
 @pytest.mark.parametrize(("model", "table"), [(Schedule, schedules), (Run, runs)])
 def test_models_describe_exactly_the_columns(model: type[BaseModel], table: Table) -> None:
-    """Responses are the rows themselves: a new column must be documented too."""
+    """Responses are the rows themselves (plus computed fields): a new column must be documented."""
     columns = {c.name: c.nullable for c in table.c}
+    if model is Schedule:
+        columns.update(COMPUTED)
     assert set(model.model_fields) == set(columns)
     for name, field in model.model_fields.items():
         # Nullable exactly where the column is.

@@ -1,0 +1,59 @@
+"""Cron expressions in plain English, 24-hour clock, as Debian reads them."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scout_tasks.cron_description import describe, with_description
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("0 9 * * MON-FRI", "At 09:00, Monday through Friday"),
+        ("0 9 * * mon-fri", "At 09:00, Monday through Friday"),
+        ("30 17 * * *", "At 17:30"),
+        ("*/15 * * * *", "Every 15 minutes"),
+        ("0 9,17 * * 1-5", "At 09:00 and 17:00, Monday through Friday"),
+        ("0 0 * * 0", "At 00:00, only on Sunday"),
+        ("0 0 * * 7", "At 00:00, only on Sunday"),
+        # Day-of-month and day-of-week are OR-ed when neither starts with "*".
+        ("0 0 13 * 5", "At 00:00, on day 13 of the month, or on Friday"),
+        # Debian's nicknames.
+        ("@daily", "At 00:00"),
+        ("@midnight", "At 00:00"),
+        ("@hourly", "Every hour"),
+        ("@weekly", "At 00:00, only on Sunday"),
+        ("@monthly", "At 00:00, on day 1 of the month"),
+        ("@yearly", "At 00:00, on day 1 of the month, only in January"),
+        # A one-value range with a step is that value alone, as in Debian.
+        ("0 4-4/1 * * *", "At 04:00"),
+    ],
+)
+def test_describe(expr: str, expected: str) -> None:
+    assert describe(expr) == expected
+
+
+@pytest.mark.parametrize(
+    "expr",
+    ["", "bogus", "0 0 L * *", "0 0 ? * *", "0 0 * * 5#3", "60 * * * *", "@reboot", "0 0 30 2 *"],
+)
+def test_what_cron_refuses_has_no_description(expr: str) -> None:
+    assert describe(expr) == ""
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_describe_never_raises(expr: str) -> None:
+    assert isinstance(describe(expr), str)
+
+
+def test_with_description_adds_the_field() -> None:
+    row = {"id": 1, "cron_expression": "@daily"}
+    assert with_description(row) == {
+        "id": 1,
+        "cron_expression": "@daily",
+        "cron_description": "At 00:00",
+    }
