@@ -36,7 +36,7 @@ def _version() -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API for ``settings`` (default: the process's), as ``uvicorn --factory`` wants."""
     settings = settings or get_settings()
-    scout = Scout(settings=settings, engine=db.get_engine(settings.database_url))
+    scout = Scout(settings=settings, engine=db.get_engine(settings.database_url_value()))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -88,7 +88,7 @@ def livez() -> dict[str, str]:
 def _readiness(scout: ScoutDep) -> Any:
     report = {
         "database": _database_state(scout.engine, migrate.head_revision()),
-        "broker": "ok" if _broker_answers(scout.settings.broker_url) else "down",
+        "broker": "ok" if _broker_answers(scout.settings.broker_url_value()) else "down",
     }
     down = [name for name, state in report.items() if state != "ok"]
     if down:

@@ -227,7 +227,7 @@ def test_settings_contract_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_settings_normalise_the_database_url(given: str, normalised: str) -> None:
     settings = Settings(database_url=given, _env_file=None)  # type: ignore[call-arg]
-    assert settings.database_url == normalised
+    assert settings.database_url_value() == normalised
 
 
 @pytest.mark.parametrize(

@@ -81,14 +81,14 @@ def test_set_urls_win_over_a_running_dev(folder: Path) -> None:
 
     settings = resolve(_settings(database_url=ENV_DB, broker_url=ENV_BROKER))
 
-    assert settings.database_url == ENV_DB
-    assert settings.broker_url == ENV_BROKER
+    assert settings.database_url_value() == ENV_DB
+    assert settings.broker_url_value() == ENV_BROKER
 
 
 def test_set_urls_need_no_dev_at_all(folder: Path) -> None:
     settings = resolve(_settings(database_url=ENV_DB, broker_url=ENV_BROKER))
 
-    assert (settings.database_url, settings.broker_url) == (ENV_DB, ENV_BROKER)
+    assert (settings.database_url_value(), settings.broker_url_value()) == (ENV_DB, ENV_BROKER)
 
 
 def test_unset_urls_are_the_running_devs(folder: Path) -> None:
@@ -98,7 +98,7 @@ def test_unset_urls_are_the_running_devs(folder: Path) -> None:
     settings = resolve(_settings())
 
     assert settings.database_url is not None
-    url = make_url(settings.database_url)
+    url = make_url(settings.database_url_value())
     assert (url.drivername, url.username, url.database) == (
         "postgresql+psycopg2",
         "postgres",
@@ -106,7 +106,7 @@ def test_unset_urls_are_the_running_devs(folder: Path) -> None:
     )
     assert url.host is None  # the Unix socket only
     assert url.query["host"] == str(socket_dir)
-    assert settings.broker_url == f"filesystem://localhost{folder.resolve()}/.scout/broker"
+    assert settings.broker_url_value() == f"filesystem://localhost{folder.resolve()}/.scout/broker"
 
 
 def test_each_url_resolves_on_its_own(folder: Path) -> None:
@@ -114,9 +114,9 @@ def test_each_url_resolves_on_its_own(folder: Path) -> None:
 
     settings = resolve(_settings(database_url=ENV_DB))
 
-    assert settings.database_url == ENV_DB
+    assert settings.database_url_value() == ENV_DB
     assert settings.broker_url is not None
-    assert settings.broker_url.startswith("filesystem://")
+    assert settings.broker_url_value().startswith("filesystem://")
 
 
 def test_the_environment_wins_through_get_settings(
@@ -128,7 +128,7 @@ def test_the_environment_wins_through_get_settings(
 
     settings = get_settings()
 
-    assert (settings.database_url, settings.broker_url) == (ENV_DB, ENV_BROKER)
+    assert (settings.database_url_value(), settings.broker_url_value()) == (ENV_DB, ENV_BROKER)
 
 
 def test_an_empty_variable_means_unset(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,11 +174,11 @@ def test_a_live_pid_that_is_not_the_folders_postgres_counts_as_stopped(folder: P
 def test_an_unset_broker_is_refused_only_where_a_broker_is_needed(folder: Path) -> None:
     # `db upgrade`, `schedules list` or Alembic need the database only.
     settings = resolve(_settings(database_url=ENV_DB))
-    assert settings.database_url == ENV_DB
+    assert settings.database_url_value() == ENV_DB
     assert settings.broker_url is None
 
     with pytest.raises(ConfigurationError) as info:
-        ConfirmingPublisher(settings.broker_url, settings.exchange)
+        ConfirmingPublisher(settings.broker_url_value(), settings.exchange)
 
     message = _one_line_error(info)
     assert "no SCOUT_BROKER_URL set and no `scout-tasks dev` running in" in message
