@@ -16,10 +16,14 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from kombu.utils.url import parse_url
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_core import core_schema
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from scout_tasks.dev import state as dev_state
 from scout_tasks.errors import ConfigurationError
@@ -84,6 +88,23 @@ def _secret_url(value: str | SecretUrl | None) -> SecretUrl | None:
     return None if value is None else SecretUrl(value)
 
 
+_BAD_URL = "not a valid URL (percent-encode special characters in the password)"
+
+
+def _url_parses(url: str, field: str | None) -> bool:
+    """True if the driver will read ``url`` as its author meant (a port is a number)."""
+    try:
+        if field == "database_url":
+            make_url(url)  # casts the port to int
+        else:
+            if not parse_url(url).get("transport"):
+                return False
+            _ = urlsplit(url).port  # the int() kombu does at connect
+    except (ValueError, ArgumentError):
+        return False
+    return True
+
+
 # The fields whose values are URLs that may carry a password.
 _URL_FIELDS = ("database_url", "broker_url")
 
@@ -137,6 +158,15 @@ class Settings(BaseSettings):
             value = "postgresql+psycopg2://" + value.removeprefix("postgres://")
         elif value.startswith("postgresql://"):
             value = "postgresql+psycopg2://" + value.removeprefix("postgresql://")
+        return value
+
+    @field_validator("database_url", "broker_url", mode="after")
+    @classmethod
+    def _parses(cls, value: SecretUrl | None, info: ValidationInfo) -> SecretUrl | None:
+        # Checked here, once, so a bad URL is a line naming the variable rather
+        # than a driver's error (which quotes the password) at first connect.
+        if value is not None and not _url_parses(value.get_secret_value(), info.field_name):
+            raise ValueError(_BAD_URL)
         return value
 
     @field_validator("api_token", mode="before")
@@ -196,7 +226,8 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "settings"
-        raise ConfigurationError(f"SCOUT_{field.upper()}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigurationError(f"SCOUT_{field.upper()}: {message}") from None
 
 
 def resolve(settings: Settings, folder: Path | str | None = None) -> Settings:

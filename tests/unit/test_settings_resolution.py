@@ -309,3 +309,44 @@ def test_an_undecodable_message_is_set_aside_not_fatal(tmp_path: Path) -> None:
         assert channel._get("q") == {"n": 1}
 
     assert [p.name for p in queue_dir.iterdir()] == ["0_a.q.msg.bad"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "url"),
+    [
+        ("SCOUT_DATABASE_URL", "postgresql+psycopg2://scout@db:Hunter2Secret/scout"),
+        ("SCOUT_DATABASE_URL", "postgresql+psycopg2://scout:Hunter2Secret@db:54x/scout"),
+        ("SCOUT_BROKER_URL", "amqp://scout:Hunter2#Secret@mq:5672//"),
+        ("SCOUT_BROKER_URL", "amqp://scout@mq:Hunter2Secret//"),
+    ],
+)
+def test_a_malformed_url_is_one_line_naming_the_variable_not_the_value(
+    variable: str, url: str, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCOUT_DATABASE_URL", ENV_DB)
+    monkeypatch.setenv("SCOUT_BROKER_URL", ENV_BROKER)
+    monkeypatch.setenv(variable, url)
+    get_settings.cache_clear()
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("scout-tasks")), "status"],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"scout-tasks: error: {variable}: not a valid URL "
+        "(percent-encode special characters in the password)"
+    ]
+    assert "Hunter2" not in result.stderr + result.stdout
+
+
+def test_percent_encoded_passwords_and_local_transports_are_valid() -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        database_url="postgresql+psycopg2://scout:Hunter%232@db:5432/scout",
+        broker_url="filesystem://localhost/tmp/scout-broker",
+    )
+    assert make_url(settings.database_url_value()).password == "Hunter#2"
+    assert settings.broker_url_value() == "filesystem://localhost/tmp/scout-broker"
