@@ -236,6 +236,20 @@ def test_status_exits_1_and_says_why(
     report = json.loads(status(db_url, tmp_path, "--json").stdout)
     assert report["healthy"] is False
     assert [p for p in report["problems"] if problem in p]
+    # The beat's healthcheck fails only for what a beat restart can fix.
+    only_beat = status(db_url, tmp_path, "--only", "beat")
+    assert only_beat.returncode == (1 if problem == "the beat is silent" else 0), only_beat.stdout
+
+
+def test_status_only_beat_is_unhealthy_without_a_leader(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    never = status(db_url, tmp_path, "--only", "beat")
+    assert never.returncode == 1 and "no beat has ever ticked" in never.stdout
+    record_tick(db_url)
+    assert status(db_url, tmp_path, "--only", "beat").returncode == 0
+    bad = status(db_url, tmp_path, "--only", "nothing")
+    assert bad.returncode == 2 and "--only" in bad.stderr
 
 
 def test_status_judges_the_beat_by_its_own_tick_period(
