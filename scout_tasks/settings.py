@@ -123,7 +123,8 @@ class Settings(BaseSettings):
     database_url: SecretUrl | None = None
     broker_url: SecretUrl | None = None
     exchange: str = Field(default="scout", min_length=1, max_length=255)
-    tick_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # At least 1 s: a faster tick only loads the database (fire times are whole minutes).
+    tick_seconds: float = Field(default=30.0, ge=1, le=3600)
     # A secret: repr and str show '**********'; .get_secret_value() is the token.
     api_token: SecretStr | None = None
     # The Celery queue the tick and fire tasks travel on; separate deployments
