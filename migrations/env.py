@@ -23,7 +23,8 @@ def _url() -> str:
     if given:
         return str(given)
     try:
-        url = get_settings().database_url
+        settings = get_settings()
+        url = None if settings.database_url is None else settings.database_url_value()
     except ConfigurationError as exc:
         # One line, like every other scout-tasks entry point, not a traceback.
         raise SystemExit(f"alembic: {exc}") from None

@@ -193,7 +193,7 @@ class ScoutScheduler(Scheduler):
 
     def _pass(self) -> None:
         if self._listener is None:
-            self._listener = _Listener(psycopg2_dsn(self._settings.database_url))
+            self._listener = _Listener(psycopg2_dsn(self._settings.database_url_value()))
         listener = self._listener
         if not self._leader:
             self._leader = listener.try_lead()

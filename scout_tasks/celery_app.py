@@ -35,13 +35,13 @@ def celery_defaults() -> dict[str, Any]:
         settings = get_settings()
         if settings.broker_url is None:
             raise missing_url_error(["SCOUT_BROKER_URL"])
-        transport_options = broker_transport_options(settings.broker_url)
+        transport_options = broker_transport_options(settings.broker_url_value())
     except ConfigurationError as exc:
         # Celery would print a traceback; an operator needs the one line.
         print(f"scout-tasks: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     defaults: dict[str, Any] = {
-        "broker_url": settings.broker_url,
+        "broker_url": settings.broker_url_value(),
         "broker_connection_retry_on_startup": True,
         "beat_scheduler": "scout_tasks.beat:ScoutScheduler",
         "task_default_queue": settings.task_queue,

@@ -77,7 +77,7 @@ def get_engine(url: str | None = None) -> Engine:
     Keyed by pid as well, so a forked Celery worker child never reuses the
     parent's sockets.
     """
-    url = url or get_settings().database_url
+    url = url or get_settings().database_url_value()
     key = (os.getpid(), url)
     engine = _engines.get(key)
     if engine is None:

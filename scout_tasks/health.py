@@ -78,11 +78,13 @@ def snapshot(engine: Engine) -> Snapshot:
         return read_snapshot(conn)
 
 
-def problems(snap: Snapshot) -> list[str]:
-    """What is wrong, one sentence each; empty when healthy.
+def beat_problems(snap: Snapshot) -> list[str]:
+    """What is wrong with the beat itself: no leader, or no tick for 3 of its periods.
 
     The beat is judged by its own tick period (recorded with its ticks), so
     a status run with another SCOUT_TICK_SECONDS judges it the same way.
+    This is all the beat's container healthcheck asks (``status --only beat``):
+    overdue schedules or a stuck outbox are not fixed by restarting the beat.
     """
     found = []
     age = snap.last_tick_age
@@ -93,6 +95,14 @@ def problems(snap: Snapshot) -> list[str]:
             f"the beat is silent: last tick {age:.0f}s ago "
             f"(more than {SILENT_AFTER_PERIODS} periods of {snap.beat.tick_seconds:g}s)"
         )
+    return found
+
+
+def problems(snap: Snapshot, only: str | None = None) -> list[str]:
+    """What is wrong, one sentence each; empty when healthy. ``only="beat"``: the beat's."""
+    found = beat_problems(snap)
+    if only == "beat":
+        return found
     if snap.schedules_overdue:
         found.append(
             f"{snap.schedules_overdue} schedule(s) overdue by more than "
@@ -106,9 +116,9 @@ def problems(snap: Snapshot) -> list[str]:
     return found
 
 
-def report(snap: Snapshot) -> dict[str, Any]:
+def report(snap: Snapshot, only: str | None = None) -> dict[str, Any]:
     """The snapshot and its verdict as a plain object (``status --json``)."""
-    issues = problems(snap)
+    issues = problems(snap, only)
     beat = snap.beat
     return {
         "healthy": not issues,

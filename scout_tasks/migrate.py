@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -50,6 +52,12 @@ def current(database_url: str) -> str | None:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()
+
+
+@cache
+def head_revision() -> str | None:
+    """The revision ``db upgrade`` goes to, read from the scripts once per process."""
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
 
 
 def ensure_database(database_url: str) -> bool:

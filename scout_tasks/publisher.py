@@ -360,7 +360,7 @@ def process_publisher() -> ConfirmingPublisher:
         settings = get_settings()
         _process_publisher = (
             os.getpid(),
-            ConfirmingPublisher(settings.broker_url, settings.exchange),
+            ConfirmingPublisher(settings.broker_url_value(), settings.exchange),
         )
     return _process_publisher[1]
 

@@ -16,39 +16,93 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from kombu.utils.url import parse_url
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_core import core_schema
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from scout_tasks.dev import state as dev_state
 from scout_tasks.errors import ConfigurationError
 
 
-class SecretUrl(str):
-    """A server URL whose ``repr`` hides its password.
+class SecretUrl:
+    """A server URL that never prints its password.
 
-    ``str()`` is still the URL itself, which the drivers need to connect; every
-    repr (of the settings, in a traceback's locals, in a debugger) shows
-    :func:`mask_url`'s form, and log lines use :attr:`masked`.
+    Not a ``str``: ``str()``, f-strings, ``%s``, ``repr`` and pydantic's
+    ``model_dump``/``model_dump_json`` all give :func:`mask_url`'s form. The
+    code that connects asks for the URL itself with :meth:`get_secret_value`
+    (or :meth:`Settings.database_url_value` / :meth:`Settings.broker_url_value`),
+    as with pydantic's ``SecretStr``.
     """
 
-    __slots__ = ()
+    __slots__ = ("_url",)
 
-    def __repr__(self) -> str:
-        return repr(mask_url(self))
+    def __init__(self, url: str | SecretUrl) -> None:
+        self._url = url.get_secret_value() if isinstance(url, SecretUrl) else str(url)
+
+    def get_secret_value(self) -> str:
+        return self._url
 
     @property
     def masked(self) -> str:
-        return mask_url(self)
+        return mask_url(self._url)
+
+    def __str__(self) -> str:
+        return self.masked
+
+    def __repr__(self) -> str:
+        return f"SecretUrl({self.masked!r})"
+
+    def __format__(self, spec: str) -> str:
+        return format(self.masked, spec)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SecretUrl):
+            return self._url == other._url
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._url)
+
+    def __bool__(self) -> bool:
+        return bool(self._url)
 
     @classmethod
     def __get_pydantic_core_schema__(cls, _source: Any, _handler: Any) -> core_schema.CoreSchema:
-        return core_schema.no_info_after_validator_function(cls, core_schema.str_schema())
+        return core_schema.no_info_after_validator_function(
+            cls,
+            core_schema.union_schema(
+                [core_schema.is_instance_schema(cls), core_schema.str_schema()]
+            ),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda value: value.masked if isinstance(value, SecretUrl) else mask_url(value)
+            ),
+        )
 
 
-def _secret_url(value: str | None) -> SecretUrl | None:
+def _secret_url(value: str | SecretUrl | None) -> SecretUrl | None:
     return None if value is None else SecretUrl(value)
+
+
+_BAD_URL = "not a valid URL (percent-encode special characters in the password)"
+
+
+def _url_parses(url: str, field: str | None) -> bool:
+    """True if the driver will read ``url`` as its author meant (a port is a number)."""
+    try:
+        if field == "database_url":
+            make_url(url)  # casts the port to int
+        else:
+            if not parse_url(url).get("transport"):
+                return False
+            _ = urlsplit(url).port  # the int() kombu does at connect
+    except (ValueError, ArgumentError):
+        return False
+    return True
 
 
 # The fields whose values are URLs that may carry a password.
@@ -69,7 +123,8 @@ class Settings(BaseSettings):
     database_url: SecretUrl | None = None
     broker_url: SecretUrl | None = None
     exchange: str = Field(default="scout", min_length=1, max_length=255)
-    tick_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # At least 1 s: a faster tick only loads the database (fire times are whole minutes).
+    tick_seconds: float = Field(default=30.0, ge=1, le=3600)
     # A secret: repr and str show '**********'; .get_secret_value() is the token.
     api_token: SecretStr | None = None
     # The Celery queue the tick and fire tasks travel on; separate deployments
@@ -106,6 +161,15 @@ class Settings(BaseSettings):
             value = "postgresql+psycopg2://" + value.removeprefix("postgresql://")
         return value
 
+    @field_validator("database_url", "broker_url", mode="after")
+    @classmethod
+    def _parses(cls, value: SecretUrl | None, info: ValidationInfo) -> SecretUrl | None:
+        # Checked here, once, so a bad URL is a line naming the variable rather
+        # than a driver's error (which quotes the password) at first connect.
+        if value is not None and not _url_parses(value.get_secret_value(), info.field_name):
+            raise ValueError(_BAD_URL)
+        return value
+
     @field_validator("api_token", mode="before")
     @classmethod
     def _empty_token_is_unset(cls, value: object) -> object:
@@ -113,22 +177,37 @@ class Settings(BaseSettings):
             value = value.get_secret_value()
         return value or None
 
-    def __repr_args__(self) -> Any:
-        # A URL put in by model_copy(update=...) skips validation: mask it anyway.
-        for name, value in super().__repr_args__():
-            yield name, (_secret_url(value) if name in _URL_FIELDS else value)
+    def model_copy(self, *, update: Any = None, deep: bool = False) -> Settings:
+        # model_copy(update=...) skips validation: keep a URL put in that way secret.
+        if update:
+            update = {
+                k: (_secret_url(v) if k in _URL_FIELDS else v) for k, v in dict(update).items()
+            }
+        return super().model_copy(update=update, deep=deep)
+
+    def database_url_value(self) -> str:
+        """The database URL itself, password included, for the code that connects."""
+        if self.database_url is None:
+            raise missing_url_error(["SCOUT_DATABASE_URL"])
+        return self.database_url.get_secret_value()
+
+    def broker_url_value(self) -> str | None:
+        """The broker URL itself (None when unset), for the code that connects."""
+        return None if self.broker_url is None else self.broker_url.get_secret_value()
 
     def token(self) -> str | None:
         """The API token itself (compare it, never print it)."""
         return None if self.api_token is None else self.api_token.get_secret_value()
 
 
-def mask_url(url: str) -> str:
+def mask_url(url: str | SecretUrl) -> str:
     """Return ``url`` with any password replaced, for logs, banners and errors.
 
     Works on the text rather than a parsed URL: a password holding ``#``, ``/``
     or ``?`` makes URL parsers split in the wrong place and show it.
     """
+    if isinstance(url, SecretUrl):
+        return url.masked
     masked = _USERINFO_PASSWORD.sub(r"\1:***@", url)
     return _QUERY_PASSWORD.sub(r"\1***", masked)
 
@@ -148,7 +227,8 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "settings"
-        raise ConfigurationError(f"SCOUT_{field.upper()}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigurationError(f"SCOUT_{field.upper()}: {message}") from None
 
 
 def resolve(settings: Settings, folder: Path | str | None = None) -> Settings:

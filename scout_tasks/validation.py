@@ -7,6 +7,8 @@ anything is written.
 
 from __future__ import annotations
 
+import unicodedata
+import uuid
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
@@ -33,23 +35,42 @@ PauseReason = Annotated[str, Field(min_length=1, max_length=500)]
 ACTOR_MAX_LENGTH = 255
 
 
+def _no_control(value: str, allowed: str = "") -> str:
+    # A newline or escape in a name breaks every table and log line it is printed in.
+    if "\x00" in value:
+        # PostgreSQL text cannot hold NUL; refuse it here rather than fail at the driver.
+        raise ValueError("must not contain NUL characters")
+    if any(unicodedata.category(c) == "Cc" and c not in allowed for c in value):
+        extra = " other than newlines" if allowed else " (tabs and newlines included)"
+        raise ValueError(f"must not contain control characters{extra}")
+    return value
+
+
 def _no_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be blank")
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
+    return _no_control(value)
 
 
 def _no_blank_optional(value: str | None) -> str | None:
     return None if value is None else _no_blank(value)
 
 
+def _a_name(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = _no_blank(value)
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return value
+    # `schedules rm <uuid>` looks the argument up as an id first: it would hit another schedule.
+    raise ValueError("must not be a UUID (schedules are looked up by id or name)")
+
+
 def _no_nul(value: str | None) -> str | None:
-    # PostgreSQL text cannot hold NUL; refuse it here rather than fail at the driver.
-    if value is not None and "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
+    """A description: free text, newlines allowed, no other control character."""
+    return None if value is None else _no_control(value, allowed="\n")
 
 
 class _Input(BaseModel):
@@ -69,7 +90,8 @@ class ScheduleCreate(_Input):
     description: Description = ""
     jitter_seconds: Jitter = 0
 
-    _blank = field_validator("name", "source")(_no_blank)
+    _name = field_validator("name")(_a_name)
+    _blank = field_validator("source")(_no_blank)
     _nul = field_validator("description")(_no_nul)
 
     @field_validator("cron_expression")
@@ -101,10 +123,8 @@ class ScheduleUpdate(_Input):
 
     _nul = field_validator("description")(_no_nul)
 
-    @field_validator("name", "source")
-    @classmethod
-    def _blank(cls, value: str | None) -> str | None:
-        return None if value is None else _no_blank(value)
+    _name = field_validator("name")(_a_name)
+    _blank = field_validator("source")(_no_blank_optional)
 
     @field_validator("cron_expression")
     @classmethod

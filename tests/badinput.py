@@ -301,6 +301,10 @@ def _text_cases(field: str, max_length: int, *, nullable: bool = False) -> list[
         Bad(f"{over} emoji", field, "🚀" * over),
         Bad(f"{over} code points of combining accents", field, exactly("e\u0301", over)),
         Bad("NUL", field, "a\x00b", cli=False),
+        Bad("newline inside", field, "nl\nname"),
+        Bad("tab inside", field, "a\tb"),
+        Bad("escape sequence", field, "a\x1b[31mred"),
+        Bad("C1 control", field, "a\x85b"),
         Bad("lone high surrogate", field, "a\ud800", cli=False),
         Bad("invalid UTF-8 byte", field, "a\udcff"),
         Bad("number", field, 5, cli=False),
@@ -314,7 +318,12 @@ def _text_cases(field: str, max_length: int, *, nullable: bool = False) -> list[
     return cases
 
 
-NAME: Final[list[Bad]] = _text_cases("name", 255)
+NAME: Final[list[Bad]] = [
+    *_text_cases("name", 255),
+    # It would shadow lookups by id.
+    Bad("a UUID", "name", "0f8fad5b-d9cb-469f-a165-70867728950e"),
+    Bad("a UUID without dashes", "name", "0f8fad5bd9cb469fa16570867728950e"),
+]
 SOURCE: Final[list[Bad]] = _text_cases("source", 50)
 TRIGGERED_BY: Final[list[Bad]] = _text_cases("triggered_by", 255, nullable=True)
 

@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from scout_tasks import console, db
+from scout_tasks import console, db, migrate
 from scout_tasks.api import errors, metrics, operate, ops, runs, schedules
 from scout_tasks.api.deps import Scout
 from scout_tasks.api.limits import BodySizeLimit
@@ -36,7 +36,7 @@ def _version() -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API for ``settings`` (default: the process's), as ``uvicorn --factory`` wants."""
     settings = settings or get_settings()
-    scout = Scout(settings=settings, engine=db.get_engine(settings.database_url))
+    scout = Scout(settings=settings, engine=db.get_engine(settings.database_url_value()))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -53,6 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         static_url=DOCS_ASSETS,
     )
     app.state.scout = scout
+    # Read from the migration scripts once, here, not on every /readyz.
+    migrate.head_revision()
     # Built once: its collector reads the database on every scrape.
     app.state.metrics_registry = metrics.make_registry(scout.engine)
     errors.install(app)

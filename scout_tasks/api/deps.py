@@ -40,7 +40,9 @@ class Scout:
         """Created on first use, so the API starts (and serves reads) without a broker."""
         with self._lock:
             if self._publisher is None:
-                self._publisher = SharedPublisher(self.settings.broker_url, self.settings.exchange)
+                self._publisher = SharedPublisher(
+                    self.settings.broker_url_value(), self.settings.exchange
+                )
             return self._publisher
 
     def close(self) -> None:

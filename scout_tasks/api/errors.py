@@ -108,15 +108,18 @@ def database_error(_request: Request, exc: Exception) -> JSONResponse:
 def translated_error(exc: DatabaseError) -> JSONResponse:
     """The one place a database error becomes an HTTP status.
 
-    Unreachable or unmigrated is 503 (retry later); a value the database cannot
+    Unreachable or unmigrated is 503 (retry later), saying no more than that;
+    a value the database cannot
     store is the caller's 422; a taken name or another refused row is a
     conflict, 409; anything else is a 500 whose detail stays in the log.
     """
     if isinstance(exc, DatabaseNotMigrated):
         return error(503, str(exc))
     if isinstance(exc, DatabaseUnavailable):
+        # Open routes (/metrics, GET lists) answer this too: the driver's text
+        # names host, port and role, so it goes to the log only.
         log.warning("database unavailable: %s", exc.detail, extra={"action": "api.db_unavailable"})
-        return error(503, str(exc))
+        return error(503, "database unavailable")
     if isinstance(exc, InvalidValue):
         # Validation should have caught it, so log it as a gap.
         log.warning("database refused a value: %s", exc.detail, extra={"action": "api.data_error"})

@@ -130,7 +130,7 @@ class Health(BaseModel):
     """``/readyz`` (and ``/healthz``): each dependency ``ok`` or ``down``, nothing more."""
 
     status: Literal["ok", "unavailable"]
-    database: Literal["ok", "down"]
+    database: Literal["ok", "down", "not migrated"]
     broker: Literal["ok", "down"]
 
 

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from scout_tasks import migrate
 from scout_tasks.api import metrics as metrics_
 from scout_tasks.api.deps import ScoutDep
 from scout_tasks.api.errors import documented, error
@@ -31,18 +32,34 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["ops"])
 
 
-def _database_answers(engine: Engine) -> bool:
+def _database_state(engine: Engine, head: str | None) -> str:
+    """``ok``, ``down``, or ``not migrated`` (every route would answer 503 until
+    ``scout-tasks db upgrade`` brings the schema to ``head``)."""
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+            try:
+                with conn.begin_nested():
+                    found = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+            except SQLAlchemyError:
+                found = []  # no alembic_version table: never migrated
     except SQLAlchemyError as exc:
         log.warning(
             "readiness: database unavailable: %s",
             first_line(exc),
             extra={"action": "api.ready_database_down"},
         )
-        return False
-    return True
+        return "down"
+    revisions = {row[0] for row in found}
+    if revisions != {head}:
+        log.warning(
+            "readiness: database at revision %s, the code wants %s: run `scout-tasks db upgrade`",
+            ", ".join(sorted(revisions)) or "none",
+            head,
+            extra={"action": "api.ready_database_not_migrated"},
+        )
+        return "not migrated"
+    return "ok"
 
 
 def _broker_answers(url: str | None) -> bool:
@@ -69,12 +86,11 @@ def livez() -> dict[str, str]:
 
 
 def _readiness(scout: ScoutDep) -> Any:
-    checks = {
-        "database": _database_answers(scout.engine),
-        "broker": _broker_answers(scout.settings.broker_url),
+    report = {
+        "database": _database_state(scout.engine, migrate.head_revision()),
+        "broker": "ok" if _broker_answers(scout.settings.broker_url_value()) else "down",
     }
-    report = {name: "ok" if up else "down" for name, up in checks.items()}
-    down = [name for name, up in checks.items() if not up]
+    down = [name for name, state in report.items() if state != "ok"]
     if down:
         return error(503, f"unavailable: {', '.join(down)}", None, status="unavailable", **report)
     return {"status": "ok", **report}
@@ -85,8 +101,8 @@ _PROBE = {200: {"model": Health}, 503: {"model": Unhealthy}}
 
 @router.get("/readyz", operation_id="readyz", responses=_PROBE)
 def readyz(scout: ScoutDep) -> Any:
-    """200 when PostgreSQL answers ``SELECT 1`` and the broker accepts a connection;
-    else 503 naming which is ``down``."""
+    """200 when PostgreSQL answers, its schema is at the code's Alembic head, and the
+    broker accepts a connection; else 503 naming which is ``down`` (or ``not migrated``)."""
     return _readiness(scout)
 
 

@@ -154,4 +154,4 @@ def publisher() -> Any:
     from scout_tasks.publisher import ConfirmingPublisher
 
     settings = get_settings()
-    return ConfirmingPublisher(settings.broker_url, settings.exchange, confirm_timeout=10)
+    return ConfirmingPublisher(settings.broker_url_value(), settings.exchange, confirm_timeout=10)

@@ -41,4 +41,10 @@ def cron_next(expression: str, timezone: str, after: str | None, count: int, as_
         except OverflowError:
             raise InvalidInput("after", f"{after!r} is out of range") from None
     times = cron.next_times(expression, timezone, start, count)
+    if not times:
+        # Fewer than N is still an answer (exit 0); none at all is the caller's `after`.
+        raise InvalidInput(
+            "after",
+            f"no fire time after {start.isoformat()} before the calendar ends in 9999",
+        )
     emit([t.isoformat() for t in times], as_json, lambda ts: "\n".join(ts))

@@ -20,9 +20,9 @@ def db_upgrade(revision: str) -> None:
     """Bring the database schema to the latest revision (safe to run again)."""
     from scout_tasks import migrate
 
-    url = get_settings().database_url
+    url = get_settings().database_url_value()
     if migrate.ensure_database(url):
         click.echo(f"created database {mask_url(url)}", err=True)
     click.echo(f"migrating {mask_url(url)} to {revision} ...", err=True)
-    migrate.upgrade(get_settings().database_url, revision)
-    click.echo(f"database at {migrate.current(get_settings().database_url)}", err=True)
+    migrate.upgrade(url, revision)
+    click.echo(f"database at {migrate.current(url)}", err=True)

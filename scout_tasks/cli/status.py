@@ -61,18 +61,25 @@ def render(report: dict[str, Any]) -> str:
 
 
 @click.command("status")
+@click.option(
+    "--only",
+    type=click.Choice(["beat"]),
+    default=None,
+    help="Judge only this: `beat` is healthy iff a beat leads and ticked within 3 of its "
+    "periods (the beat container's healthcheck).",
+)
 @json_option
 @handles_errors
-def status(as_json: bool) -> int:
+def status(only: str | None, as_json: bool) -> int:
     """The leading beat's last tick, schedules due and overdue, the outbox, active runs.
 
     Exit 0 when healthy; 1 when the beat is silent (no tick for 3 of its
     periods), schedules are overdue, the outbox is stuck, or the database
-    cannot be reached.
+    cannot be reached. With ``--only beat``, only the first counts.
     """
     from scout_tasks import health
 
     snap = health.snapshot(engine())
-    report = health.report(snap)
+    report = health.report(snap, only)
     emit(report, as_json, render)
     return 0 if report["healthy"] else 1

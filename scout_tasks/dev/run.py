@@ -74,7 +74,8 @@ def _start_servers(servers: Servers, layout: Layout) -> None:
     what it must stop.
     """
     raw = servers.settings
-    database_url, broker_url = raw.database_url, raw.broker_url
+    database_url = None if raw.database_url is None else raw.database_url_value()
+    broker_url = raw.broker_url_value()
     running = state.running_instance(layout)
     if database_url is None:
         if running is not None:
@@ -133,13 +134,12 @@ def _record(layout: Layout, servers: Servers, children: Children, api_url: str |
     """Write ``.scout/dev.json`` so other commands run here find this instance."""
     assert servers.postgres is not None
     settings = servers.settings
-    assert settings.database_url is not None and settings.broker_url is not None
     state.write_state(
         layout,
         DevInstance(
             folder=str(layout.folder),
-            database_url=settings.database_url,
-            broker_url=settings.broker_url,
+            database_url=settings.database_url_value(),
+            broker_url=settings.broker_url_value() or "",
             postgres_pid=servers.postgres.pid,
             dev_pid=os.getpid(),
             pgdata=str(servers.postgres.pgdata),
@@ -197,12 +197,13 @@ def _event_tail(settings: Settings, *, shared: bool) -> Iterator[tuple[kombu.Con
     (``shared``: another dev in this folder owns the fixed name, so this one
     takes its own).
     """
-    assert settings.broker_url is not None
-    filesystem = broker.is_filesystem_url(settings.broker_url)
+    broker_url = settings.broker_url_value()
+    assert broker_url is not None
+    filesystem = broker.is_filesystem_url(broker_url)
     connection = kombu.Connection(
-        settings.broker_url,
+        broker_url,
         connect_timeout=5,
-        transport_options=broker.broker_transport_options(settings.broker_url),
+        transport_options=broker.broker_transport_options(broker_url),
     )
     exchange = Exchange(settings.exchange, type="topic", durable=True)
     if filesystem:
@@ -255,11 +256,10 @@ def _port_free(port: int) -> bool:
 
 def _child_env(settings: Settings) -> dict[str, str]:
     """Our environment with the resolved URLs, so children never depend on their cwd."""
-    assert settings.database_url is not None and settings.broker_url is not None
     env = dict(os.environ)
     env.update(
-        SCOUT_DATABASE_URL=settings.database_url,
-        SCOUT_BROKER_URL=settings.broker_url,
+        SCOUT_DATABASE_URL=settings.database_url_value(),
+        SCOUT_BROKER_URL=settings.broker_url_value() or "",
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -290,8 +290,8 @@ def _watch(
     connection: kombu.Connection, queue: Queue, servers: Servers, children: Children, log_dir: Path
 ) -> int:
     """Print events until a child or the database dies (1); Ctrl-C ends it from outside."""
-    assert servers.settings.broker_url is not None
-    broker_url = servers.settings.broker_url
+    broker_url = servers.settings.broker_url_value()
+    assert broker_url is not None
     next_housekeeping = 0.0
     with kombu.Consumer(connection, [queue], callbacks=[_print_event], accept=["json"]):
         while True:
@@ -336,12 +336,11 @@ def run(
     try:
         _start_servers(servers, layout)
         settings = servers.settings
-        assert settings.database_url is not None
-        _prepare_database(settings.database_url)
+        _prepare_database(settings.database_url_value())
         if servers.postgres is not None:
             # Other commands run here find the instance from now on, migrated.
             _record(layout, servers, children, api_url=None)
-        engine = db.get_engine(settings.database_url)
+        engine = db.get_engine(settings.database_url_value())
         _ensure_demo_schedule(engine, demo_in_seconds)
         with _event_tail(settings, shared=servers.reused is not None) as (connection, queue):
             port: int | None = api_port if with_api else None

@@ -152,7 +152,7 @@ settings = get_settings()
 event_id = str(uuid.uuid4())
 body = {"event_id": event_id, "event_type": "scout.started",
         "timestamp": datetime.now(UTC).isoformat(), "run_id": sys.argv[1], "source": "x"}
-publisher = ConfirmingPublisher(settings.broker_url, settings.exchange)
+publisher = ConfirmingPublisher(settings.broker_url_value(), settings.exchange)
 result = publisher.publish([OutgoingMessage(event_id, "scout.started", json.dumps(body).encode())])
 publisher.close()
 assert result.confirmed == {event_id}, result

@@ -595,6 +595,25 @@ def test_database_down_is_503_json(make_client: MakeClient) -> None:
         assert "Traceback" not in response.text
 
 
+@pytest.mark.parametrize("where", ["dead port", "unknown role"])
+def test_open_routes_say_database_unavailable_and_nothing_else(
+    where: str, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = _closed_port() if where == "dead port" else 5432
+    url = f"postgresql+psycopg2://scout_nosuchrole:pw@127.0.0.1:{port}/scoutdb_nosuch"
+    client = make_client(database_url=url, api_token="t0ken")
+    with caplog.at_level("WARNING"):
+        # Unauthenticated: no token sent.
+        responses = [client.get("/metrics"), client.get(SCHEDULES)]
+    for response in responses:
+        assert response.status_code == 503, response.text
+        assert response.json()["detail"] == "database unavailable", response.text
+        for internal in ("127.0.0.1", str(port), "scout_nosuchrole", "scoutdb_nosuch", "FATAL"):
+            assert internal not in response.text, internal
+    # The operator still reads the driver's reason in the log.
+    assert any("database unavailable:" in r.getMessage() for r in caplog.records)
+
+
 def test_unknown_route_and_method_are_json(client: TestClient) -> None:
     assert_error(client.get("/api/scout/nothing"), 404, None)
     assert_error(client.put(SCHEDULES, json={}), 405, None)

@@ -92,9 +92,16 @@ def test_cron_next_refusals(cli: Cli, expr: str, problem: str) -> None:
 
 
 def test_cron_next_at_the_end_of_the_calendar_prints_what_exists(cli: Cli) -> None:
-    # No fire time exists after the last midnight: nothing to print, and no traceback.
-    out = _ok(cli("cron", "next", "@daily", "--after", "9999-12-31T12:00:00Z", "-n", "3"))
-    assert out.strip() == ""
+    # No fire time exists after the last midnight: one line naming `after`, exit 2.
+    for expr, after in (("@daily", "9999-12-31T12:00:00Z"), ("* * * * *", "9999-12-31T23:59:00Z")):
+        result = cli("cron", "next", expr, "--after", after, "-n", "3")
+        assert result.returncode == 2, result.stdout
+        assert result.stdout == ""
+        assert result.stderr.strip().splitlines() == [
+            f"scout-tasks: error: after: no fire time after {after.replace('Z', '+00:00')} "
+            "before the calendar ends in 9999"
+        ]
+    # Fewer than N: those that exist, exit 0.
     out = _ok(cli("cron", "next", "@hourly", "--after", "9999-12-31T21:30:00Z", "-n", "5"))
     assert out.splitlines() == ["9999-12-31T22:00:00+00:00", "9999-12-31T23:00:00+00:00"]
 

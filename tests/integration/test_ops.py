@@ -58,6 +58,47 @@ def test_readyz_and_healthz_are_200_when_both_answer(db_url: str, broker_url: st
         assert client.get("/livez").json() == {"status": "ok"}
 
 
+@pytest.mark.parametrize("schema", ["older revision", "never migrated"])
+def test_readyz_is_503_until_the_schema_is_at_head(
+    schema: str, db_url: str, broker_url: str, engine: Engine
+) -> None:
+    with _client(db_url, broker_url) as client:
+        assert client.get("/readyz").status_code == 200
+        if schema == "older revision":
+            execute(engine, "UPDATE alembic_version SET version_num = '0001'")
+        else:
+            # What a fresh database looks like to readiness before `db upgrade`.
+            execute(engine, "DROP TABLE alembic_version")
+        ready = client.get("/readyz")
+    assert ready.status_code == 503, ready.text
+    assert ready.json() == {
+        "status": "unavailable",
+        "database": "not migrated",
+        "broker": "ok",
+        "detail": "unavailable: database",
+        "field": None,
+    }
+    assert "0001" not in ready.text and "alembic" not in ready.text
+
+
+def test_readyz_on_an_empty_database_is_not_migrated(broker_url: str) -> None:
+    name = f"scout_fixb_empty_{os.getpid()}"
+    admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+        with _client(url, broker_url) as client:
+            ready = client.get("/readyz")
+            client.app.state.scout.close()  # type: ignore[attr-defined]
+        assert ready.status_code == 503 and ready.json()["database"] == "not migrated"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
 @pytest.mark.parametrize("down", ["database", "broker", "both"])
 def test_readyz_names_what_is_down_and_nothing_else(
     down: str, db_url: str, broker_url: str
@@ -195,6 +236,20 @@ def test_status_exits_1_and_says_why(
     report = json.loads(status(db_url, tmp_path, "--json").stdout)
     assert report["healthy"] is False
     assert [p for p in report["problems"] if problem in p]
+    # The beat's healthcheck fails only for what a beat restart can fix.
+    only_beat = status(db_url, tmp_path, "--only", "beat")
+    assert only_beat.returncode == (1 if problem == "the beat is silent" else 0), only_beat.stdout
+
+
+def test_status_only_beat_is_unhealthy_without_a_leader(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    never = status(db_url, tmp_path, "--only", "beat")
+    assert never.returncode == 1 and "no beat has ever ticked" in never.stdout
+    record_tick(db_url)
+    assert status(db_url, tmp_path, "--only", "beat").returncode == 0
+    bad = status(db_url, tmp_path, "--only", "nothing")
+    assert bad.returncode == 2 and "--only" in bad.stderr
 
 
 def test_status_judges_the_beat_by_its_own_tick_period(

@@ -11,8 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from scout_tasks import events
+from scout_tasks.errors import ConfigurationError
 from scout_tasks.events import CancelledEvent, TriggerEvent
-from scout_tasks.settings import Settings, mask_url
+from scout_tasks.settings import Settings, load_settings, mask_url
 
 EVENT_ID = uuid.UUID("0b7e3f52-8a5e-4c1e-9d0f-3f1a6c2b9e10")
 RUN_ID = uuid.UUID("5d2c8a71-1f3b-4e6a-8c9d-7e4f2a1b0c33")
@@ -227,7 +228,7 @@ def test_settings_contract_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_settings_normalise_the_database_url(given: str, normalised: str) -> None:
     settings = Settings(database_url=given, _env_file=None)  # type: ignore[call-arg]
-    assert settings.database_url == normalised
+    assert settings.database_url_value() == normalised
 
 
 @pytest.mark.parametrize(
@@ -237,6 +238,8 @@ def test_settings_normalise_the_database_url(given: str, normalised: str) -> Non
         ("database_url", "sqlite:///scout.db"),
         ("tick_seconds", 0),
         ("tick_seconds", -5),
+        ("tick_seconds", 0.001),
+        ("tick_seconds", 0.999),
         ("exchange", ""),
     ],
 )
@@ -244,6 +247,17 @@ def test_settings_refuse(field: str, value: object) -> None:
     with pytest.raises(ValidationError) as info:
         Settings(**{field: value}, _env_file=None)  # type: ignore[arg-type]
     assert info.value.errors()[0]["loc"] == (field,)
+
+
+def test_a_sub_second_tick_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SCOUT_TICK_SECONDS", "0.001")
+    with pytest.raises(ConfigurationError) as info:
+        load_settings()
+    assert str(info.value) == "SCOUT_TICK_SECONDS: Input should be greater than or equal to 1"
+    monkeypatch.setenv("SCOUT_TICK_SECONDS", "1")
+    assert load_settings().tick_seconds == 1
 
 
 def test_empty_api_token_is_unset() -> None:

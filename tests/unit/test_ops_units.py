@@ -163,12 +163,29 @@ def test_the_settings_hold_secrets_as_secret_types() -> None:
     )
     assert isinstance(settings.database_url, SecretUrl)
     assert isinstance(settings.api_token, SecretStr)
-    assert str(settings.database_url) == "postgresql+psycopg2://me:pw-db-1@db/scout"
+    # The code that connects asks for the URL explicitly; nothing else shows it.
+    assert settings.database_url_value() == "postgresql+psycopg2://me:pw-db-1@db/scout"
+    assert settings.broker_url_value() == "amqp://me:pw-mq-2@mq//"
     assert settings.token() == "tok-3"
-    shown = repr(settings) + str(settings) + repr(settings.model_dump())
+    db_url, mq_url = settings.database_url, settings.broker_url
+    shown = " ".join(
+        [
+            repr(settings),
+            str(settings),
+            repr(settings.model_dump()),
+            settings.model_dump_json(),
+            str(settings.model_dump(mode="json")),
+            f"{db_url} {mq_url} {db_url!r} {db_url:>80}",
+            "%s %r" % (db_url, mq_url),  # noqa: UP031
+            "{} {}".format(db_url, mq_url),  # noqa: UP032
+            str(db_url),
+        ]
+    )
     for secret in ("pw-db-1", "pw-mq-2", "tok-3"):
         assert secret not in shown
+    assert "postgresql+psycopg2://me:***@db/scout" in shown
     # A URL put in without validation (resolve() does this) is masked too.
     copied = settings.model_copy(update={"broker_url": "amqp://me:pw-mq-9@mq//"})
-    assert "pw-mq-9" not in repr(copied)
+    assert "pw-mq-9" not in repr(copied) + copied.model_dump_json() + f"{copied.broker_url}"
+    assert copied.broker_url_value() == "amqp://me:pw-mq-9@mq//"
     assert math.isclose(settings.tick_seconds, 30.0)

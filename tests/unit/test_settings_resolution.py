@@ -81,14 +81,14 @@ def test_set_urls_win_over_a_running_dev(folder: Path) -> None:
 
     settings = resolve(_settings(database_url=ENV_DB, broker_url=ENV_BROKER))
 
-    assert settings.database_url == ENV_DB
-    assert settings.broker_url == ENV_BROKER
+    assert settings.database_url_value() == ENV_DB
+    assert settings.broker_url_value() == ENV_BROKER
 
 
 def test_set_urls_need_no_dev_at_all(folder: Path) -> None:
     settings = resolve(_settings(database_url=ENV_DB, broker_url=ENV_BROKER))
 
-    assert (settings.database_url, settings.broker_url) == (ENV_DB, ENV_BROKER)
+    assert (settings.database_url_value(), settings.broker_url_value()) == (ENV_DB, ENV_BROKER)
 
 
 def test_unset_urls_are_the_running_devs(folder: Path) -> None:
@@ -98,7 +98,7 @@ def test_unset_urls_are_the_running_devs(folder: Path) -> None:
     settings = resolve(_settings())
 
     assert settings.database_url is not None
-    url = make_url(settings.database_url)
+    url = make_url(settings.database_url_value())
     assert (url.drivername, url.username, url.database) == (
         "postgresql+psycopg2",
         "postgres",
@@ -106,7 +106,7 @@ def test_unset_urls_are_the_running_devs(folder: Path) -> None:
     )
     assert url.host is None  # the Unix socket only
     assert url.query["host"] == str(socket_dir)
-    assert settings.broker_url == f"filesystem://localhost{folder.resolve()}/.scout/broker"
+    assert settings.broker_url_value() == f"filesystem://localhost{folder.resolve()}/.scout/broker"
 
 
 def test_each_url_resolves_on_its_own(folder: Path) -> None:
@@ -114,9 +114,9 @@ def test_each_url_resolves_on_its_own(folder: Path) -> None:
 
     settings = resolve(_settings(database_url=ENV_DB))
 
-    assert settings.database_url == ENV_DB
+    assert settings.database_url_value() == ENV_DB
     assert settings.broker_url is not None
-    assert settings.broker_url.startswith("filesystem://")
+    assert settings.broker_url_value().startswith("filesystem://")
 
 
 def test_the_environment_wins_through_get_settings(
@@ -128,7 +128,7 @@ def test_the_environment_wins_through_get_settings(
 
     settings = get_settings()
 
-    assert (settings.database_url, settings.broker_url) == (ENV_DB, ENV_BROKER)
+    assert (settings.database_url_value(), settings.broker_url_value()) == (ENV_DB, ENV_BROKER)
 
 
 def test_an_empty_variable_means_unset(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,11 +174,11 @@ def test_a_live_pid_that_is_not_the_folders_postgres_counts_as_stopped(folder: P
 def test_an_unset_broker_is_refused_only_where_a_broker_is_needed(folder: Path) -> None:
     # `db upgrade`, `schedules list` or Alembic need the database only.
     settings = resolve(_settings(database_url=ENV_DB))
-    assert settings.database_url == ENV_DB
+    assert settings.database_url_value() == ENV_DB
     assert settings.broker_url is None
 
     with pytest.raises(ConfigurationError) as info:
-        ConfirmingPublisher(settings.broker_url, settings.exchange)
+        ConfirmingPublisher(settings.broker_url_value(), settings.exchange)
 
     message = _one_line_error(info)
     assert "no SCOUT_BROKER_URL set and no `scout-tasks dev` running in" in message
@@ -309,3 +309,44 @@ def test_an_undecodable_message_is_set_aside_not_fatal(tmp_path: Path) -> None:
         assert channel._get("q") == {"n": 1}
 
     assert [p.name for p in queue_dir.iterdir()] == ["0_a.q.msg.bad"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "url"),
+    [
+        ("SCOUT_DATABASE_URL", "postgresql+psycopg2://scout@db:Hunter2Secret/scout"),
+        ("SCOUT_DATABASE_URL", "postgresql+psycopg2://scout:Hunter2Secret@db:54x/scout"),
+        ("SCOUT_BROKER_URL", "amqp://scout:Hunter2#Secret@mq:5672//"),
+        ("SCOUT_BROKER_URL", "amqp://scout@mq:Hunter2Secret//"),
+    ],
+)
+def test_a_malformed_url_is_one_line_naming_the_variable_not_the_value(
+    variable: str, url: str, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCOUT_DATABASE_URL", ENV_DB)
+    monkeypatch.setenv("SCOUT_BROKER_URL", ENV_BROKER)
+    monkeypatch.setenv(variable, url)
+    get_settings.cache_clear()
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("scout-tasks")), "status"],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"scout-tasks: error: {variable}: not a valid URL "
+        "(percent-encode special characters in the password)"
+    ]
+    assert "Hunter2" not in result.stderr + result.stdout
+
+
+def test_percent_encoded_passwords_and_local_transports_are_valid() -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        database_url="postgresql+psycopg2://scout:Hunter%232@db:5432/scout",
+        broker_url="filesystem://localhost/tmp/scout-broker",
+    )
+    assert make_url(settings.database_url_value()).password == "Hunter#2"
+    assert settings.broker_url_value() == "filesystem://localhost/tmp/scout-broker"

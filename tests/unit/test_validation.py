@@ -324,7 +324,7 @@ def test_trigger_required_fields(missing: str) -> None:
         ("description", ""),
         ("description", "d" * 2000),
         ("description", "\U0001f680" * 2000),
-        ("description", "line one\nline two\t'quoted' <b>not html</b>"),
+        ("description", "line one\nline two 'quoted' <b>not html</b>"),
         ("jitter_seconds", 0),
         ("jitter_seconds", 1),
         ("jitter_seconds", 3600),
@@ -340,6 +340,9 @@ def test_new_fields_accepted_on_create_and_update(field: str, value: Any) -> Non
     [
         ("description", "d" * 2001),
         ("description", "nul\x00inside"),
+        ("description", "tab\tinside"),
+        ("description", "crlf\r\ninside"),
+        ("description", "escape\x1b[2Jinside"),
         ("description", 5),
         ("description", ["a"]),
         ("jitter_seconds", -1),
@@ -444,3 +447,56 @@ def test_page_bounds() -> None:
         with pytest.raises(InvalidInput) as info:
             validation.page(page, size)
         assert info.value.field == field
+
+
+# --- control characters and UUID-shaped names ------------------------------------------------
+
+CONTROL = ["nl\nname", "tab\tname", "cr\rname", "esc\x1b[31mname", "del\x7fname", "c1\x85name"]
+
+
+@pytest.mark.parametrize("value", CONTROL)
+@pytest.mark.parametrize("field", ["name", "source"])
+def test_control_characters_are_refused_naming_the_field(field: str, value: str) -> None:
+    for error in (
+        refused(ScheduleCreate, {**VALID, field: value}),
+        refused(ScheduleUpdate, {field: value}),
+    ):
+        assert error.field == field
+        assert "control characters" in str(error)
+
+
+@pytest.mark.parametrize("value", CONTROL)
+def test_control_characters_in_a_pause_reason_or_actor_name_are_refused(value: str) -> None:
+    error = refused(validation.PauseRequest, {"reason": value})
+    assert error.field == "reason" and "control characters" in str(error)
+    trig = refused(TriggerRequest, {"source": "s", "max_strategies": 1, "triggered_by": value})
+    assert trig.field == "triggered_by"
+
+
+def test_a_description_keeps_its_newlines_only() -> None:
+    assert create(description="one\ntwo").description == "one\ntwo"
+    error = refused(ScheduleCreate, {**VALID, "description": "one\ttwo"})
+    assert error.field == "description" and "other than newlines" in str(error)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0f8fad5b-d9cb-469f-a165-70867728950e",
+        "0F8FAD5B-D9CB-469F-A165-70867728950E",
+        "0f8fad5bd9cb469fa16570867728950e",
+        "{0f8fad5b-d9cb-469f-a165-70867728950e}",
+        "urn:uuid:0f8fad5b-d9cb-469f-a165-70867728950e",
+    ],
+)
+def test_a_name_that_parses_as_a_uuid_is_refused(value: str) -> None:
+    for error in (
+        refused(ScheduleCreate, {**VALID, "name": value}),
+        refused(ScheduleUpdate, {"name": value}),
+    ):
+        assert error.field == "name" and "UUID" in str(error)
+
+
+def test_names_that_merely_contain_a_uuid_or_unicode_are_fine() -> None:
+    for name in ("run 0f8fad5b-d9cb-469f-a165-70867728950e", "Café \u202eabc", "🚀"):
+        assert create(name=name).name == name
