@@ -35,7 +35,7 @@ import psycopg2.extensions
 from celery.beat import Scheduler
 from sqlalchemy.engine import make_url
 
-from scout_tasks import heartbeat, schedules
+from scout_tasks import heartbeat, horizon
 from scout_tasks.celery_app import FIRE, TICK
 from scout_tasks.settings import get_settings, mask_url
 
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "scout_schedules"
 # pg_try_advisory_lock key, shared by every beat (and read by the console).
-LEADER_LOCK = schedules.LEADER_LOCK
+LEADER_LOCK = horizon.LEADER_LOCK
 # How often a standby beat asks for the lock, and how long to wait after an error.
 STANDBY_POLL = 2.0
 ERROR_BACKOFF = 3.0
@@ -52,7 +52,7 @@ ERROR_BACKOFF = 3.0
 # and that writer's commit is what NOTIFYs us.
 RESEND_AFTER_NOTIFY = 1.0
 # While a herd of jittered schedules is under way the horizon is only a lower
-# bound (see schedules.HORIZON_QUERY): fire is sent this often, and each claim
+# bound (see horizon.HORIZON_QUERY): fire is sent this often, and each claim
 # takes what has come due since.
 HERD_CADENCE = 0.25
 
@@ -85,11 +85,11 @@ class _Listener:
             cur.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,))
             return bool(cur.fetchone()[0])
 
-    def horizon(self) -> schedules.Horizon:
+    def horizon(self) -> horizon.Horizon:
         with self.conn.cursor() as cur:
-            cur.execute(schedules.HORIZON_QUERY.text)
+            cur.execute(horizon.HORIZON_QUERY.text)
             now, earliest, unscheduled, bounded = cur.fetchone()
-        return schedules.Horizon(now, earliest, unscheduled, bounded)
+        return horizon.Horizon(now, earliest, unscheduled, bounded)
 
     def record_tick(self, leader: str, tick_seconds: float) -> None:
         """The heartbeat `scout-tasks status` and /metrics read (scout_beat)."""

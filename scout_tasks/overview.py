@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from scout_tasks import heartbeat, outbox, run_events, runs, schedules, search, service
+from scout_tasks import heartbeat, horizon, outbox, run_events, runs, schedules, search, service
 from scout_tasks.cron_description import describe
 from scout_tasks.db import db_now
 from scout_tasks.errors import ScoutTasksError
@@ -61,7 +61,7 @@ def header(conn: Connection) -> Header:
         overdue=search.count_overdue(conn, OVERDUE_SECONDS, COUNT_CAP),
         outbox_backlog=backlog,
         outbox_oldest_at=oldest,
-        beat_leads=schedules.leader_present(conn),
+        beat_leads=horizon.leader_present(conn),
         last_tick_at=None if beat is None else beat.last_tick_at,
     )
 

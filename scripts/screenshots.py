@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from scout_tasks import heartbeat, migrate, service  # noqa: E402
 from scout_tasks.api import create_app  # noqa: E402
 from scout_tasks.db import make_engine  # noqa: E402
-from scout_tasks.schedules import LEADER_LOCK  # noqa: E402
+from scout_tasks.horizon import LEADER_LOCK  # noqa: E402
 from scout_tasks.settings import Settings  # noqa: E402
 from tests.cdp import Browser  # noqa: E402
 from tests.integration.live import serve  # noqa: E402

@@ -9,13 +9,13 @@ import kombu
 import pytest
 from sqlalchemy import Engine
 
-from scout_tasks import jitter, schedules
+from scout_tasks import horizon, jitter
 from tests.conftest import EventQueue
 from tests.e2e.procs import CeleryProcess, scout_env
 from tests.integration.helpers import execute, rows
 
 # More than the beat reads of a herd, so its bounded mode (fire every 0.25 s) runs.
-N = schedules.HORIZON_WINDOW + 500
+N = horizon.HORIZON_WINDOW + 500
 J = 5
 
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, text
 
-from scout_tasks import firing, jitter, schedules
+from scout_tasks import firing, horizon, jitter, schedules
 from tests.integration.helpers import execute, row, rows
 
 
@@ -76,10 +76,10 @@ def test_a_jittered_schedule_is_claimed_at_slot_plus_d_not_before(engine: Engine
     assert firing.fire_due(engine, None).runs == 0
 
 
-def _horizon(engine: Engine) -> schedules.Horizon:
+def _horizon(engine: Engine) -> horizon.Horizon:
     with engine.connect() as conn:
-        found = conn.execute(text(schedules.HORIZON_QUERY.text)).one()
-    return schedules.Horizon(*found)
+        found = conn.execute(text(horizon.HORIZON_QUERY.text)).one()
+    return horizon.Horizon(*found)
 
 
 def test_the_beat_wakes_at_the_earliest_slot_plus_d(engine: Engine) -> None:
@@ -112,12 +112,12 @@ def test_the_beat_wakes_at_the_earliest_slot_plus_d(engine: Engine) -> None:
         "UPDATE scout_schedules SET next_run_at = now() - interval '2 hours'"
         " WHERE name = 'first-slot'",
     )
-    horizon = _horizon(engine)
-    assert horizon.earliest is not None and horizon.earliest <= horizon.now
+    seen = _horizon(engine)
+    assert seen.earliest is not None and seen.earliest <= seen.now
 
 
 def test_a_herd_reads_as_a_bounded_lower_bound_not_a_full_scan(engine: Engine) -> None:
-    n = schedules.HORIZON_WINDOW + 500
+    n = horizon.HORIZON_WINDOW + 500
     execute(
         engine,
         """
@@ -134,11 +134,11 @@ def test_a_herd_reads_as_a_bounded_lower_bound_not_a_full_scan(engine: Engine) -
         engine, f"SELECT min(next_run_at + {jitter.sql_interval()}) AS e FROM scout_schedules"
     )["e"]
 
-    horizon = _horizon(engine)
+    seen = _horizon(engine)
 
     # Never later than the truth (the beat must not sleep past a due instant).
-    assert horizon.bounded
-    assert horizon.earliest == slot <= true_earliest
+    assert seen.bounded
+    assert seen.earliest == slot <= true_earliest
     # A small herd is read whole and exact.
     execute(engine, "DELETE FROM scout_schedules WHERE name <> 'herd-1'")
     exact = _horizon(engine)
@@ -166,12 +166,12 @@ def test_the_claim_and_horizon_still_use_the_due_index(engine: Engine) -> None:
             r[0]
             for r in conn.execute(text("EXPLAIN " + schedules._CLAIM_DUE.text), {"limit": 1000})
         )
-        horizon = "\n".join(
-            r[0] for r in conn.execute(text("EXPLAIN " + schedules.HORIZON_QUERY.text))
+        plan = "\n".join(
+            r[0] for r in conn.execute(text("EXPLAIN " + horizon.HORIZON_QUERY.text))
         )
     assert "ix_scout_schedules_due" in claim
     assert "Seq Scan" not in claim
-    assert "Seq Scan on scout_schedules s" not in horizon
+    assert "Seq Scan on scout_schedules s" not in plan
 
 
 def test_a_schedule_waiting_out_its_jitter_is_neither_due_nor_overdue(engine: Engine) -> None:
