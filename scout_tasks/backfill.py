@@ -108,7 +108,6 @@ def plan_slots(
 def _new_runs(schedule: dict[str, Any], slots: list[datetime]) -> list[runs.NewScheduledRun]:
     return [
         runs.NewScheduledRun(
-            id=uuid.uuid4(),
             schedule_id=schedule["id"],
             scheduled_for=slot,
             triggered_by=schedule["name"],
@@ -169,8 +168,9 @@ def backfill(
         inserted, queued, _last = firing.insert_runs(conn, new, now)
         # Runs created, like the fire batch's; not fire lag (the slots are old on purpose).
         counters.bump(conn, counters.runs_created("scheduled", len(inserted)))
-    created = [(r.scheduled_for, r.id) for r in new if r.id in inserted]
-    existing = [r.scheduled_for for r in new if r.id not in inserted]
+    created = sorted((r.scheduled_for, uuid.UUID(r.id)) for r in inserted)
+    made = {slot for slot, _run_id in created}
+    existing = [r.scheduled_for for r in new if r.scheduled_for not in made]
     log.info(
         "backfill: %d run(s) created, %d slot(s) already had one",
         len(created),

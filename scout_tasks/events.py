@@ -76,6 +76,40 @@ class CancelledEvent(_Event):
     run_id: uuid.UUID
 
 
+def trigger_body(
+    *,
+    event_id: str,
+    timestamp: str,
+    run_id: str,
+    source: str,
+    max_strategies: int,
+    trigger_type: str,
+    triggered_by: str | None,
+    schedule_id: str | None,
+    scheduled_for: str | None,
+) -> bytes:
+    """A ``scout.trigger``'s wire bytes from values already in wire form.
+
+    The same bytes as ``encode(TriggerEvent(...).to_payload())`` (a test holds
+    them equal) for the hot path of a burst, where a model per run costs more
+    than the rest of the run's Python: ids are text, instants ISO strings.
+    """
+    return encode(
+        {
+            "event_id": event_id,
+            "event_type": TRIGGER,
+            "timestamp": timestamp,
+            "run_id": run_id,
+            "source": source,
+            "max_strategies": max_strategies,
+            "trigger_type": trigger_type,
+            "triggered_by": triggered_by,
+            "schedule_id": schedule_id,
+            "scheduled_for": scheduled_for,
+        }
+    )
+
+
 def encode(payload: dict[str, Any]) -> bytes:
     """Wire bytes for a payload (compact JSON, UTF-8)."""
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()

@@ -9,6 +9,7 @@ with one confirm round trip.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,9 +20,9 @@ from sqlalchemy import Connection, Engine
 from scout_tasks import counters, cron, outbox, runs, schedules
 from scout_tasks.db import db_now
 from scout_tasks.errors import InvalidInput
-from scout_tasks.events import TRIGGER, TriggerEvent
+from scout_tasks.events import TRIGGER, iso, trigger_body
 from scout_tasks.policy import BatchPlan, plan_batch
-from scout_tasks.publisher import ConfirmingPublisher
+from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage
 
 log = logging.getLogger(__name__)
 
@@ -124,55 +125,75 @@ def _fire_batch(engine: Engine, batch_size: int, report: FireReport) -> tuple[ou
 
 def insert_runs(
     conn: Connection, new: list[runs.NewScheduledRun], now: datetime
-) -> tuple[set[uuid.UUID], outbox.Queued, dict[uuid.UUID, uuid.UUID]]:
+) -> tuple[list[runs.InsertedRun], outbox.Queued, dict[str, str]]:
     """Insert scheduled runs and queue their ``scout.trigger`` events, in ``conn``'s transaction.
 
     A slot that already has a run is skipped by ``UNIQUE (schedule_id,
     scheduled_for)`` (ON CONFLICT DO NOTHING), so any writer of slots (the
-    fire batch, a backfill) races every other safely. Returns the ids inserted,
-    the queued events and, per schedule, its latest inserted run.
+    fire batch, a backfill) races every other safely. Returns the runs
+    inserted, the queued events and, per schedule id, its latest inserted run's id.
     """
     inserted = runs.insert_scheduled_runs(conn, new)
-    events = []
-    last_run: dict[uuid.UUID, uuid.UUID] = {}
-    for run in new:
-        if run.id not in inserted:
-            continue
-        last_run[run.schedule_id] = run.id
-        # Built without re-validation: every value was just read from typed columns.
-        event = TriggerEvent.model_construct(
-            event_id=uuid.uuid4(),
-            timestamp=now,
+    timestamp = _iso(now)
+    slot_text: dict[datetime, str] = {}  # a burst's runs share a handful of slots
+    messages: list[OutgoingMessage] = []
+    for run, event_id in zip(inserted, _event_ids(len(inserted)), strict=True):
+        slot = slot_text.get(run.scheduled_for)
+        if slot is None:
+            slot = slot_text[run.scheduled_for] = _iso(run.scheduled_for)
+        body = trigger_body(
+            event_id=event_id,
+            timestamp=timestamp,
             run_id=run.id,
             source=run.source,
             max_strategies=run.max_strategies,
             trigger_type="scheduled",
             triggered_by=run.triggered_by,
             schedule_id=run.schedule_id,
-            scheduled_for=run.scheduled_for,
+            scheduled_for=slot,
         )
-        events.append(outbox.PendingEvent(event.event_id, TRIGGER, event.to_payload(), run.id))
-    return inserted, outbox.add_events(conn, events), last_run
+        messages.append(OutgoingMessage(event_id, TRIGGER, body))
+    queued = outbox.add_messages(conn, messages, [run.id for run in inserted])
+    return inserted, queued, _latest_runs(inserted)
+
+
+def _iso(dt: datetime) -> str:
+    return iso(dt) or ""
+
+
+def _latest_runs(inserted: list[runs.InsertedRun]) -> dict[str, str]:
+    """Per schedule id, the id of its run for the latest slot (catch-up inserts several)."""
+    latest: dict[str, tuple[datetime, str]] = {}
+    for run in inserted:
+        seen = latest.get(run.schedule_id)
+        if seen is None or run.scheduled_for > seen[0]:
+            latest[run.schedule_id] = (run.scheduled_for, run.id)
+    return {schedule_id: run_id for schedule_id, (_slot, run_id) in latest.items()}
+
+
+def _event_ids(n: int) -> list[str]:
+    """``n`` random (version 4) UUIDs as text, from one read of the OS's random source."""
+    pool = os.urandom(16 * n)
+    return [str(uuid.UUID(bytes=pool[i : i + 16], version=4)) for i in range(0, 16 * n, 16)]
 
 
 def _write_batch(
     conn: Connection, batch: BatchPlan, now: datetime
-) -> tuple[set[uuid.UUID], outbox.Queued]:
+) -> tuple[list[runs.InsertedRun], outbox.Queued]:
     """Insert the runs (a slot that already has one is skipped), their events, the advances.
 
     Last, the batch's counters (runs created, slots skipped, the fire lag of
     each run: its ``created_at``, which is ``now``, minus its slot).
     """
     inserted, queued, last_run = insert_runs(conn, batch.runs, now)
-    lags = [
-        (now - run.scheduled_for).total_seconds() for run in batch.runs if run.id in inserted
-    ]
+    lags = [(now - run.scheduled_for).total_seconds() for run in inserted]
     advances = batch.advances
+    ids = [str(a.schedule_id) for a in advances]
     schedules.advance(
         conn,
-        [a.schedule_id for a in advances],
+        ids,
         [a.next_run_at for a in advances],
-        [last_run.get(a.schedule_id) for a in advances],
+        [last_run.get(i) for i in ids],
         [a.skipped for a in advances],
     )
     if batch.invalid:
@@ -193,7 +214,7 @@ def _write_batch(
     return inserted, queued
 
 
-def _log_batch(batch: BatchPlan, inserted: set[uuid.UUID], claimed: int) -> None:
+def _log_batch(batch: BatchPlan, inserted: list[runs.InsertedRun], claimed: int) -> None:
     for bad in batch.invalid:
         log.error(
             "schedule cannot be fired: %s",
@@ -221,26 +242,27 @@ def _log_batch(batch: BatchPlan, inserted: set[uuid.UUID], claimed: int) -> None
             extra={"action": "run.created_batch", "runs": len(inserted)},
         )
     level = logging.INFO if len(inserted) <= _LOGGED_ONE_BY_ONE else logging.DEBUG
-    if not log.isEnabledFor(min(level, logging.DEBUG)):
-        return
-    for run in batch.runs:
-        if run.id not in inserted:
+    if not log.isEnabledFor(level):
+        return  # a duplicate slot's line is DEBUG, never above ``level``
+    made = {(run.schedule_id, run.scheduled_for) for run in inserted}
+    for run in inserted:
+        log.log(
+            level,
+            "run created",
+            extra={
+                "action": "run.created",
+                "run_id": run.id,
+                "schedule_id": run.schedule_id,
+                "slot": run.scheduled_for.isoformat(),
+            },
+        )
+    for new in batch.runs:
+        if (str(new.schedule_id), new.scheduled_for) not in made:
             log.debug(
                 "slot already has a run",
                 extra={
                     "action": "run.duplicate_slot",
-                    "schedule_id": str(run.schedule_id),
-                    "slot": run.scheduled_for.isoformat(),
-                },
-            )
-        else:
-            log.log(
-                level,
-                "run created",
-                extra={
-                    "action": "run.created",
-                    "run_id": str(run.id),
-                    "schedule_id": str(run.schedule_id),
-                    "slot": run.scheduled_for.isoformat(),
+                    "schedule_id": str(new.schedule_id),
+                    "slot": new.scheduled_for.isoformat(),
                 },
             )

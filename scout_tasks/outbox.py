@@ -46,7 +46,7 @@ _ADD = text(
         CAST(:event_ids AS uuid[]), CAST(:routing_keys AS text[]),
         CAST(:payloads AS json[]), CAST(:run_ids AS uuid[])
     )
-    RETURNING id, event_id
+    RETURNING id, event_id::text
     """
 )
 
@@ -60,22 +60,30 @@ def add_events(conn: Connection, events: Sequence[PendingEvent]) -> Queued:
     Returns the wire messages by outbox id, so the caller can publish the bytes
     it already built once the transaction commits, without reading them back.
     """
-    if not events:
+    return add_messages(
+        conn,
+        [OutgoingMessage(str(e.event_id), e.routing_key, encode(e.payload)) for e in events],
+        [None if e.run_id is None else str(e.run_id) for e in events],
+    )
+
+
+def add_messages(
+    conn: Connection, messages: Sequence[OutgoingMessage], run_ids: Sequence[str | None]
+) -> Queued:
+    """Queue wire messages (``message_id`` is the event id), each for its run, if any."""
+    if not messages:
         return {}
-    messages = {
-        str(e.event_id): OutgoingMessage(str(e.event_id), e.routing_key, encode(e.payload))
-        for e in events
-    }
+    by_id = {m.message_id: m for m in messages}
     rows = conn.execute(
         _ADD,
         {
-            "event_ids": list(messages),
-            "routing_keys": [e.routing_key for e in events],
-            "payloads": [m.body.decode() for m in messages.values()],
-            "run_ids": [None if e.run_id is None else str(e.run_id) for e in events],
+            "event_ids": [m.message_id for m in messages],
+            "routing_keys": [m.routing_key for m in messages],
+            "payloads": [m.body.decode() for m in messages],
+            "run_ids": list(run_ids),
         },
     )
-    return {outbox_id: messages[str(event_id)] for outbox_id, event_id in rows}
+    return {outbox_id: by_id[event_id] for outbox_id, event_id in rows}
 
 
 _LOCK_IDS = text(

@@ -152,7 +152,6 @@ def plan_batch(claimed: Iterable[DueSchedule], now: datetime) -> BatchPlan:
         )
         result.runs.extend(
             NewScheduledRun(
-                id=uuid.uuid4(),
                 schedule_id=due.id,
                 scheduled_for=slot,
                 triggered_by=due.name,

@@ -23,7 +23,6 @@ def _as_dict(row: Row[Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class NewScheduledRun:
-    id: uuid.UUID
     schedule_id: uuid.UUID
     scheduled_for: datetime
     triggered_by: str
@@ -31,35 +30,52 @@ class NewScheduledRun:
     max_strategies: int
 
 
+@dataclass(frozen=True, slots=True)
+class InsertedRun:
+    """A scheduled run just inserted, in the form its trigger event is written from.
+
+    The ids are text: a burst turns thousands of them into JSON and back into
+    SQL parameters, and never needs them as ``uuid.UUID``.
+    """
+
+    id: str
+    schedule_id: str
+    scheduled_for: datetime
+    triggered_by: str
+    source: str
+    max_strategies: int
+
+
+# The database makes the ids (gen_random_uuid()); RETURNING hands back exactly
+# the runs this statement inserted, with what their events carry.
 _INSERT_SCHEDULED = text(
     """
-    INSERT INTO scout_runs (id, trigger_type, triggered_by, source, max_strategies,
+    INSERT INTO scout_runs (trigger_type, triggered_by, source, max_strategies,
                             status, schedule_id, scheduled_for)
-    SELECT u.id, 'scheduled', u.triggered_by, u.source, u.max_strategies,
+    SELECT 'scheduled', u.triggered_by, u.source, u.max_strategies,
            'pending', u.schedule_id, u.scheduled_for
     FROM unnest(
-        CAST(:ids AS uuid[]), CAST(:triggered_by AS text[]), CAST(:sources AS text[]),
+        CAST(:triggered_by AS text[]), CAST(:sources AS text[]),
         CAST(:max_strategies AS int[]), CAST(:schedule_ids AS uuid[]),
         CAST(:scheduled_for AS timestamptz[])
-    ) AS u(id, triggered_by, source, max_strategies, schedule_id, scheduled_for)
+    ) AS u(triggered_by, source, max_strategies, schedule_id, scheduled_for)
     ON CONFLICT (schedule_id, scheduled_for) DO NOTHING
-    RETURNING id
+    RETURNING id::text, schedule_id::text, scheduled_for, triggered_by, source, max_strategies
     """
 )
 
 
-def insert_scheduled_runs(conn: Connection, new: Sequence[NewScheduledRun]) -> set[uuid.UUID]:
-    """Insert one pending run per (schedule, slot); return the ids actually inserted.
+def insert_scheduled_runs(conn: Connection, new: Sequence[NewScheduledRun]) -> list[InsertedRun]:
+    """Insert one pending run per (schedule, slot); return the runs actually inserted.
 
     A slot that already has a run is skipped by the unique constraint: losing
     that race to another claimer is a normal outcome, not an error.
     """
     if not new:
-        return set()
+        return []
     rows = conn.execute(
         _INSERT_SCHEDULED,
         {
-            "ids": [str(r.id) for r in new],
             "triggered_by": [r.triggered_by for r in new],
             "sources": [r.source for r in new],
             "max_strategies": [r.max_strategies for r in new],
@@ -67,7 +83,7 @@ def insert_scheduled_runs(conn: Connection, new: Sequence[NewScheduledRun]) -> s
             "scheduled_for": [r.scheduled_for for r in new],
         },
     )
-    return {row[0] for row in rows}
+    return [InsertedRun(*row) for row in rows]
 
 
 def insert_manual_run(

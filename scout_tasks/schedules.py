@@ -176,7 +176,8 @@ def claim_due(conn: Connection, limit: int) -> list[DueSchedule]:
     SKIP LOCKED makes concurrent claimers split the work instead of queueing on
     each other; "due" is measured by the database's clock, which every host shares.
     """
-    return [DueSchedule(**row._mapping) for row in conn.execute(_CLAIM_DUE, {"limit": limit})]
+    # Positional: the SELECT lists the columns in the dataclass's field order.
+    return [DueSchedule(*row) for row in conn.execute(_CLAIM_DUE, {"limit": limit})]
 
 
 _CLAIM_UNSCHEDULED = text(
@@ -213,9 +214,9 @@ _ADVANCE = text(
 
 def advance(
     conn: Connection,
-    ids: Sequence[uuid.UUID],
+    ids: Sequence[uuid.UUID | str],
     next_run_ats: Sequence[datetime],
-    run_ids: Sequence[uuid.UUID | None],
+    run_ids: Sequence[uuid.UUID | str | None],
     skipped: Sequence[int],
 ) -> None:
     """Move claimed schedules to their next slot, recording the run each one made."""

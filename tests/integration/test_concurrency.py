@@ -46,7 +46,6 @@ def test_concurrent_claimers_split_the_work(engine: Engine) -> None:
 
 def _slot_run(schedule_id: uuid.UUID, slot: datetime) -> runs.NewScheduledRun:
     return runs.NewScheduledRun(
-        id=uuid.uuid4(),
         schedule_id=schedule_id,
         scheduled_for=slot,
         triggered_by="race",
@@ -66,7 +65,7 @@ SLOT = datetime(2025, 12, 15, 12, 0, tzinfo=UTC)
 def test_the_loser_of_a_slot_race_gets_nothing_and_no_error(engine: Engine) -> None:
     schedule_id = _one_schedule(engine)
     winner_run, loser_run = _slot_run(schedule_id, SLOT), _slot_run(schedule_id, SLOT)
-    loser_result: list[set[uuid.UUID]] = []
+    loser_result: list[list[runs.InsertedRun]] = []
     loser_errors: list[BaseException] = []
 
     def loser() -> None:
@@ -77,7 +76,8 @@ def test_the_loser_of_a_slot_race_gets_nothing_and_no_error(engine: Engine) -> N
             loser_errors.append(exc)
 
     with engine.begin() as conn:
-        assert runs.insert_scheduled_runs(conn, [winner_run]) == {winner_run.id}
+        (won,) = runs.insert_scheduled_runs(conn, [winner_run])
+        assert (won.schedule_id, won.scheduled_for) == (str(schedule_id), SLOT)
         thread = threading.Thread(target=loser)
         thread.start()
         # The loser waits on the unique index until the winner's transaction ends.
@@ -96,9 +96,9 @@ def test_the_loser_of_a_slot_race_gets_nothing_and_no_error(engine: Engine) -> N
     thread.join(timeout=10)
 
     assert loser_errors == []
-    assert loser_result == [set()]
+    assert loser_result == [[]]
     only = row(engine, "SELECT id, scheduled_for FROM scout_runs")
-    assert only == {"id": winner_run.id, "scheduled_for": SLOT}
+    assert only == {"id": uuid.UUID(won.id), "scheduled_for": SLOT}
 
 
 def test_many_threads_racing_for_one_slot_make_one_run(engine: Engine) -> None:
@@ -106,7 +106,7 @@ def test_many_threads_racing_for_one_slot_make_one_run(engine: Engine) -> None:
     threads = 8
     barrier = threading.Barrier(threads)
 
-    def insert() -> set[uuid.UUID]:
+    def insert() -> list[runs.InsertedRun]:
         with engine.begin() as conn:
             conn.execute(text("SELECT 1"))
             barrier.wait(timeout=10)
@@ -117,9 +117,9 @@ def test_many_threads_racing_for_one_slot_make_one_run(engine: Engine) -> None:
 
     winners = [r for r in results if r]
     assert len(winners) == 1
-    assert results.count(set()) == threads - 1
+    assert results.count([]) == threads - 1
     assert count(engine, "scout_runs") == 1
-    assert scalar(engine, "SELECT id FROM scout_runs") in winners[0]
+    assert str(scalar(engine, "SELECT id FROM scout_runs")) == winners[0][0].id
 
 
 def test_concurrent_fire_due_makes_each_run_and_event_once(

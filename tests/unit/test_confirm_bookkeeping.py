@@ -12,13 +12,16 @@ against the real RabbitMQ.
 from __future__ import annotations
 
 import logging
+import struct
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import amqp
 import pytest
 from amqp.exceptions import ConnectionForced
+from amqp.serialization import loads
 
 from scout_tasks import publisher as publisher_module
 from scout_tasks.errors import PublishError
@@ -139,8 +142,9 @@ class FakeBroker:
 
 
 class FakeChannel:
-    def __init__(self, broker: FakeBroker) -> None:
+    def __init__(self, broker: FakeBroker, channel_id: int) -> None:
         self.broker = broker
+        self.channel_id = channel_id
         self.events: defaultdict[str, set[Callable[..., None]]] = defaultdict(set)
         self.confirming = False
         self.last_tag = 0
@@ -152,16 +156,13 @@ class FakeChannel:
     def exchange_declare(self, **_: Any) -> None:
         pass
 
-    def prepare_message(self, body: bytes, **kwargs: Any) -> tuple[bytes, dict[str, Any]]:
-        return body, kwargs["properties"]
-
     def basic_publish(
-        self, wire: tuple[bytes, dict[str, Any]], exchange: str, routing_key: str, mandatory: bool
+        self, properties: dict[str, Any], exchange: str, routing_key: str, mandatory: bool
     ) -> None:
         assert self.confirming and mandatory
         self.last_tag += 1
         if routing_key not in self.broker.bound:
-            self.frames.append(("return", SimpleNamespace(properties=wire[1])))
+            self.frames.append(("return", SimpleNamespace(properties=properties)))
         self.frames.append(("ack", self.last_tag))
 
     def deliver(self) -> None:
@@ -179,6 +180,36 @@ class FakeChannel:
                 callback(last_ack, True)
 
 
+class FakeSocket:
+    """Reads the publisher's frames as the broker would: one publish per header frame."""
+
+    def __init__(self, connection: FakeConnection) -> None:
+        self.connection = connection
+        self.frame_max = 131072
+        self.bytes_sent = 0
+        self.transport = self
+        self._method: tuple[str, str, bool] | None = None
+
+    def write(self, data: bytes) -> None:
+        offset = 0
+        while offset < len(data):
+            kind, channel_id, size = struct.unpack_from(">BHI", data, offset)
+            payload = data[offset + 7 : offset + 7 + size]
+            assert data[offset + 7 + size] == 0xCE
+            offset += 8 + size
+            channel = self.connection.channels[channel_id - 1]
+            if kind == 1:
+                (_reserved, exchange, routing_key, mandatory, _immediate), _ = loads(
+                    "Bssbb", payload, 4
+                )
+                self._method = (exchange, routing_key, mandatory)
+            elif kind == 2:
+                assert self._method is not None
+                header = amqp.Message()
+                header.inbound_header(payload)
+                channel.basic_publish(dict(header.properties), *self._method)
+
+
 class FakeConnection:
     transport = SimpleNamespace(driver_type="amqp")
 
@@ -186,12 +217,13 @@ class FakeConnection:
         self.broker = broker
         self.channels: list[FakeChannel] = []
         self.forced_closed = False
+        self.connection = FakeSocket(self)
 
     def connect(self) -> None:
         pass
 
     def channel(self) -> FakeChannel:
-        channel = FakeChannel(self.broker)
+        channel = FakeChannel(self.broker, len(self.channels) + 1)
         self.channels.append(channel)
         return channel
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from scout_tasks import events
@@ -262,3 +264,67 @@ def test_a_sub_second_tick_is_one_line_naming_the_variable(
 
 def test_empty_api_token_is_unset() -> None:
     assert Settings(api_token="", _env_file=None).api_token is None  # type: ignore[call-arg]
+
+
+# --- the hot path's trigger bytes ---------------------------------------------------
+
+_INSTANTS = st.datetimes(
+    min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+)
+
+
+@given(
+    now=_INSTANTS,
+    slot=st.none() | _INSTANTS,
+    source=st.text(max_size=40),
+    name=st.none() | st.text(max_size=40),
+    max_strategies=st.integers(min_value=1, max_value=10_000),
+    trigger_type=st.sampled_from(["scheduled", "manual", "event"]),
+    offset_hours=st.integers(min_value=-12, max_value=14),
+)
+def test_trigger_body_is_the_models_bytes(
+    now: datetime,
+    slot: datetime | None,
+    source: str,
+    name: str | None,
+    max_strategies: int,
+    trigger_type: str,
+    offset_hours: int,
+) -> None:
+    """The burst's hand-built bytes and the model's are the same, for any values.
+
+    Instants may arrive in any zone (the database hands back UTC, a caller may
+    not): both paths write them in UTC with a ``Z``.
+    """
+    event_id, run_id, schedule_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    zone = timezone_of(offset_hours)
+    local_now = now.astimezone(zone)
+    model = TriggerEvent(
+        event_id=event_id,
+        timestamp=local_now,
+        run_id=run_id,
+        source=source,
+        max_strategies=max_strategies,
+        trigger_type=trigger_type,  # type: ignore[arg-type]
+        triggered_by=name,
+        schedule_id=schedule_id if slot else None,
+        scheduled_for=slot,
+    )
+    fast = events.trigger_body(
+        event_id=str(event_id),
+        timestamp=events.iso(local_now) or "",
+        run_id=str(run_id),
+        source=source,
+        max_strategies=max_strategies,
+        trigger_type=trigger_type,
+        triggered_by=name,
+        schedule_id=str(schedule_id) if slot else None,
+        scheduled_for=events.iso(slot),
+    )
+    assert fast == events.encode(model.to_payload())
+    # And it is what an agent reads back as that event.
+    assert TriggerEvent.model_validate_json(fast) == model
+
+
+def timezone_of(hours: int) -> timezone:
+    return timezone(timedelta(hours=hours))

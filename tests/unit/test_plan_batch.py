@@ -48,7 +48,6 @@ def test_runs_carry_the_schedule_and_slot() -> None:
         (a.id, "2025-01-01T10:05:00+00:00", "stratninja", 10, "a"),
         (b.id, "2025-01-01T10:05:00+00:00", "other", 3, "b"),
     ]  # fmt: skip
-    assert len({r.id for r in batch.runs}) == 2
     assert batch.advances == [
         Advance(a.id, datetime(2025, 1, 1, 10, 10, tzinfo=UTC), 0, None, a.next_run_at),
         Advance(b.id, datetime(2025, 1, 1, 10, 10, tzinfo=UTC), 0, None, b.next_run_at),
