@@ -85,18 +85,21 @@ def fire_due(
 ) -> FireReport:
     """Fire every due schedule, one claimed batch per transaction, until none is due.
 
-    ``on_full_batch`` is called once when the first batch comes back full, so
-    the caller can hand the rest of a burst to other worker processes.
+    ``on_full_batch`` is called once, the moment a claim comes back full, so
+    the caller can hand the rest of a burst to other worker processes while
+    this one writes and publishes its batch.
     """
     report = FireReport()
     init, invalid = initialise_unscheduled(engine, batch_size)
     report.initialised, report.invalid = init, invalid
-    fanned_out = False
+    pending_fan_out = [on_full_batch] if on_full_batch is not None else []
+
+    def on_full() -> None:
+        if pending_fan_out:
+            pending_fan_out.pop()()
+
     while True:
-        queued, claimed = _fire_batch(engine, batch_size, report)
-        if claimed == batch_size and not fanned_out and on_full_batch is not None:
-            fanned_out = True
-            on_full_batch()
+        queued, claimed = _fire_batch(engine, batch_size, report, on_full)
         if publisher is not None and queued and not report.publish_failed:
             delivered = outbox.deliver(engine, publisher, queued)
             report.published += delivered.published
@@ -106,12 +109,16 @@ def fire_due(
             return report
 
 
-def _fire_batch(engine: Engine, batch_size: int, report: FireReport) -> tuple[outbox.Queued, int]:
+def _fire_batch(
+    engine: Engine, batch_size: int, report: FireReport, on_full: Callable[[], None]
+) -> tuple[outbox.Queued, int]:
     """Claim one batch, plan it (:func:`~scout_tasks.policy.plan_batch`), write it."""
     with engine.begin() as conn:
         claimed = schedules.claim_due(conn, batch_size)
         if not claimed:
             return {}, 0
+        if len(claimed) == batch_size:
+            on_full()
         now = db_now(conn)
         batch = plan_batch(claimed, now)
         inserted, queued = _write_batch(conn, batch, now)

@@ -180,6 +180,34 @@ def test_a_batch_larger_than_batch_size_fires_everything_once(
     assert count(engine, "scout_runs") == 2500
 
 
+def test_a_burst_is_handed_on_once_as_soon_as_a_claim_comes_back_full(
+    engine: Engine, publisher
+) -> None:
+    insert_due_schedules(engine, 25, cron="0 0 1 1 *")
+    seen: list[tuple[int, int]] = []
+
+    def fan_out() -> None:
+        # Another connection sees no run yet: the hand-over comes before the first write.
+        seen.append((count(engine, "scout_runs"), count(engine, "scout_outbox")))
+
+    report = firing.fire_due(engine, publisher, batch_size=10, on_full_batch=fan_out)
+
+    assert report.runs == 25
+    assert seen == [(0, 0)]  # once, although two claims came back full
+
+
+def test_a_burst_smaller_than_a_batch_is_not_handed_on(engine: Engine, publisher) -> None:
+    insert_due_schedules(engine, 9, cron="0 0 1 1 *")
+    calls: list[None] = []
+
+    report = firing.fire_due(
+        engine, publisher, batch_size=10, on_full_batch=lambda: calls.append(None)
+    )
+
+    assert report.runs == 9
+    assert calls == []
+
+
 def test_missed_slots_are_coalesced_into_one_run(engine: Engine, publisher) -> None:
     _insert(engine, "every minute", "* * * * *", "UTC", "now() - interval '2 hours'")
     old = _schedules(engine)["every minute"]["next_run_at"]
