@@ -354,7 +354,9 @@ class CeleryProcess:
     """One ``celery -A scout_tasks <kind>`` process (or another ``app``'s), its log in a file.
 
     It runs in a scratch directory, so no ``.env`` or ``celeryconfig.py`` of the
-    caller's working directory changes its configuration.
+    caller's working directory changes its configuration. ``celery`` is the
+    program to run: the project's by default, another virtual environment's for
+    an app that cannot be installed beside scout-tasks (the peer).
     """
 
     def __init__(
@@ -367,10 +369,11 @@ class CeleryProcess:
         loglevel: str = "warning",
         app: str = "scout_tasks",
         extra_args: tuple[str, ...] = (),
+        celery: str = CELERY,
     ) -> None:
         self.kind = kind
         self.log_path = workdir / f"{kind}-{uuid.uuid4().hex[:6]}.log"
-        args = [CELERY, "-A", app, kind, "-l", loglevel, *extra_args]
+        args = [celery, "-A", app, kind, "-l", loglevel, *extra_args]
         if kind == "worker":
             args += [
                 "-n",

@@ -15,8 +15,11 @@ For each size N, in one run, on fresh scratch databases:
 - scout-tasks: the same measurement as ``burst.py``'s, on N due schedules.
 
 The two alternate (their order swaps every repetition); medians are reported
-with the ratio scout-tasks / django-celery-beat in fires/s. Needs the ``bench``
-extra (``pip install -e '.[bench]'``).
+with the ratio scout-tasks / django-celery-beat in fires/s. This script runs in
+the project's environment; the peer's beat and worker (and its database setup) run
+in one of their own, ``bench/.venv-peer``, which ``peer_venv`` makes on first use
+from ``bench/peer_app/requirements.txt`` (django-celery-beat cannot be installed
+beside scout-tasks: it requires ``cron-descriptor<2``).
 
     python bench/peer.py --sizes 1000,5000 --repeat 1
 """
@@ -27,7 +30,6 @@ import argparse
 import math
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -39,6 +41,7 @@ from pathlib import Path
 
 import burst
 import common
+import peer_venv
 import psycopg2
 
 HERE = Path(__file__).resolve().parent
@@ -90,9 +93,9 @@ def _env(dsn: str, exchange: str = "", task_queue: str = "") -> dict[str, str]:
     return env
 
 
-def _prepare(dsn: str, *args: str) -> None:
+def _prepare(peer_bin: Path, dsn: str, *args: str) -> None:
     subprocess.run(
-        [sys.executable, "-m", "peer_app.prepare", *args],
+        [str(peer_bin / "python"), "-m", "peer_app.prepare", *args],
         env=_env(dsn),
         cwd=HERE,
         check=True,
@@ -100,9 +103,13 @@ def _prepare(dsn: str, *args: str) -> None:
 
 
 class Databases:
-    """A template migrated once (django-celery-beat's tables and ``peer_runs``), copied per run."""
+    """A template migrated once (django-celery-beat's tables and ``peer_runs``), copied per run.
 
-    def __init__(self) -> None:
+    ``peer_bin`` is the peer environment's ``bin`` folder (``peer_venv.ensure()``).
+    """
+
+    def __init__(self, peer_bin: Path) -> None:
+        self.peer_bin = peer_bin
         self.template: str | None = None
 
     @contextmanager
@@ -113,7 +120,7 @@ class Databases:
                 self.template = f"scout_bench_peer_tpl_{uuid.uuid4().hex[:10]}"
                 with admin.cursor() as cur:
                     cur.execute(f'CREATE DATABASE "{self.template}"')
-                _prepare(_dsn(self.template), "migrate")
+                _prepare(self.peer_bin, _dsn(self.template), "migrate")
             name = f"scout_bench_peer_{uuid.uuid4().hex[:10]}"
             with admin.cursor() as cur:
                 cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
@@ -188,7 +195,7 @@ def measure_peer(databases: Databases, count: int, timeout: float, loglevel: str
         t = next_boundary(20 + count * 0.006)
         due = datetime.fromtimestamp(t, UTC)
         last_run = (due - timedelta(seconds=30)).isoformat()
-        _prepare(dsn, "tasks", str(count), str(due.minute), last_run)
+        _prepare(databases.peer_bin, dsn, "tasks", str(count), str(due.minute), last_run)
         env = _env(dsn, exchange, task_queue)
         common.log(f"  django-celery-beat: {count:,} tasks due at {due:%H:%M:%S}")
         worker = common.CeleryProcess(
@@ -197,6 +204,7 @@ def measure_peer(databases: Databases, count: int, timeout: float, loglevel: str
             workdir,
             loglevel=loglevel,
             app="peer_app.celery_app",
+            celery=str(databases.peer_bin / "celery"),
             extra_args=(
                 "-n",
                 f"bench-peer-{uuid.uuid4().hex[:8]}@%h",
@@ -212,6 +220,7 @@ def measure_peer(databases: Databases, count: int, timeout: float, loglevel: str
             workdir,
             loglevel=loglevel,
             app="peer_app.celery_app",
+            celery=str(databases.peer_bin / "celery"),
             extra_args=("-S", SCHEDULER, "-s", str(workdir / "beat-schedule")),
         )
         poller = Poller(dsn)
@@ -304,7 +313,8 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
 
     results: dict[str, dict[int, list[Result]]] = {w: {n: [] for n in sizes} for w in CONTENDERS}
-    databases = Databases()
+    # Made (once) before anything is measured, so its minute of pip is in no figure.
+    databases = Databases(peer_venv.ensure())
     started = time.strftime("%Y-%m-%d %H:%M")
     try:
         for rep in range(args.repeat):

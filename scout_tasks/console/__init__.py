@@ -1,9 +1,10 @@
 """The operator console at ``/ui``: server-rendered pages over :mod:`scout_tasks.service`.
 
 Modules: ``pages`` (GET routes), ``actions`` (form posts), ``session`` (the
-signed cookie, sign-in and CSRF), ``web`` (templates, banners, redirects),
-``formatting`` (times, ids, states). Templates and the stylesheet ship in the
-package; there is no build step and no front-end library.
+signed cookie, sign-in and CSRF), ``throttle`` (failed sign-ins per address),
+``web`` (templates, banners, redirects), ``formatting`` (times, ids, states).
+Templates and the stylesheet ship in the package; there is no build step and
+no front-end library.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.responses import Response
 
 from scout_tasks.console import actions, pages
 from scout_tasks.console.session import Sessions
+from scout_tasks.console.throttle import FailureLimit
 from scout_tasks.console.web import message
 from scout_tasks.settings import Settings
 
@@ -55,6 +57,8 @@ def install(app: FastAPI, settings: Settings) -> None:
     Call after the API's error handlers are installed: the console wraps them.
     """
     app.state.console_sessions = Sessions(settings.token())
+    # Failed sign-ins per client address (5 a minute), kept by this process.
+    app.state.console_sign_in_limit = FailureLimit()
     app.include_router(pages.router)
     app.include_router(actions.router)
     app.mount(STATIC, StaticFiles(packages=[("scout_tasks.console", "static")]), name="console")

@@ -9,6 +9,7 @@ A refused input comes back as the service worded it ("reason: ...").
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -23,7 +24,8 @@ from scout_tasks import cron, overview, service
 from scout_tasks.api.deps import Scout, get_scout
 from scout_tasks.console.formatting import in_zone, short_id
 from scout_tasks.console.session import Refused, Session, check_csrf, check_same_origin
-from scout_tasks.console.web import message, redirect, safe_next, session, sessions
+from scout_tasks.console.throttle import FailureLimit, client_key, retry_after_header
+from scout_tasks.console.web import message, redirect, render, safe_next, session, sessions
 from scout_tasks.errors import InvalidInput, NotFound, RunAlreadyTerminal
 
 log = logging.getLogger(__name__)
@@ -178,26 +180,53 @@ async def cancel(request: Request, run_id: str) -> Any:
     return await _act(request, f"/ui/runs/{run_id}", action)
 
 
+def _too_many(request: Request, to: str, wait: float) -> HTMLResponse:
+    """The sign-in page again, with 429, ``Retry-After`` and how long to wait."""
+    seconds = retry_after_header(wait)
+    current = session(request)
+    current.flash = f"Too many failed sign-ins from your address: try again in {seconds} s."
+    current.flash_kind = "error"
+    response = render(request, "login.html", {"next": to}, status_code=429)
+    response.headers["Retry-After"] = seconds
+    return response
+
+
 @router.post("/login")
 async def login(request: Request) -> Any:
     store = sessions(request)
+    limit: FailureLimit = request.app.state.console_sign_in_limit
     form = await request.form()
     current = session(request)
     to = safe_next(form.get("next"), "/ui")
     try:
+        # Before the limit: a forged cross-site post neither counts nor learns anything.
         check_same_origin(request)
         check_csrf(current, form.get("csrf"))
     except Refused as refused:
         return _refused(request, refused)
+    client = client_key(request.client.host if request.client else None)
+    # A blocked address is refused before its token is looked at, so even the
+    # right token tells it nothing until the wait is over.
+    wait = limit.retry_after(client, time.monotonic())
+    if wait > 0:
+        log.warning(
+            "console sign-in limited: %s", client, extra={"action": "console.sign_in_limited"}
+        )
+        return _too_many(request, to, wait)
     token = form.get("token")
     if not store.check_token(token if isinstance(token, str) else ""):
-        log.warning("console sign-in refused", extra={"action": "console.sign_in_refused"})
-        return redirect(
-            request,
-            "/ui/login?" + urlencode({"next": to}),
-            "That token is not this server's SCOUT_API_TOKEN: check it and try again.",
-            "error",
+        wait = limit.failed(client, time.monotonic())
+        log.warning(
+            "console sign-in refused: %s", client, extra={"action": "console.sign_in_refused"}
         )
+        text = "That token is not this server's SCOUT_API_TOKEN: check it and try again."
+        if wait > 0:
+            text = (
+                "That token is not this server's SCOUT_API_TOKEN. Too many failed sign-ins "
+                f"from your address: try again in {retry_after_header(wait)} s."
+            )
+        return redirect(request, "/ui/login?" + urlencode({"next": to}), text, "error")
+    limit.succeeded(client)
     name = form.get("name")
     # A new CSRF token on sign-in, so one seen before it cannot be replayed after.
     fresh = Session(signed_in=True)

@@ -5,5 +5,7 @@
 - :mod:`scout_tasks.dev.postgres`: the project's PostgreSQL process (only
   ``dev`` starts or stops it; nothing outside this package imports it);
 - :mod:`scout_tasks.dev.children`: its child processes (another account, die with dev);
+- :mod:`scout_tasks.dev.tempdirs`: its folders in the system temp folder, claimed while
+  used and pruned when stale;
 - :mod:`scout_tasks.dev.run`: the command itself (servers, children, event tail).
 """

@@ -38,7 +38,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from scout_tasks.dev import binaries
+from scout_tasks.dev import binaries, tempdirs
 from scout_tasks.dev.children import Account, child_setup
 from scout_tasks.dev.state import SOCKET_PORT, Layout, postgres_running
 from scout_tasks.errors import ConfigurationError, ScoutTasksError
@@ -120,6 +120,8 @@ class LocalPostgres:
         self.socket_dir = layout.socket_dir
         # The root-owned copy of the binaries it runs, when it cannot reach the installed ones.
         self.binaries_copy: Path | None = None
+        # The temp folders in use (server folder, copy), so no prune removes them meanwhile.
+        self._claims: list[tempdirs.Claim] = []
         if self.account is not None and _blocked_at(layout.folder, self.account) is not None:
             self.server_dir = layout.server_dir
             self.pgdata = self.server_dir / "pgdata"
@@ -185,14 +187,46 @@ class LocalPostgres:
             folder.exists() and _blocked_at(folder, account) is not None
             for folder in (dist.bin_dir, dist.libs_dir)
         ):
-            dist = binaries.shared_copy(dist)
+            installed = dist
+            # A prune may remove the copy between its check and our claim: copy again.
+            for _ in range(3):
+                dist = binaries.shared_copy(installed)
+                held = tempdirs.claim(dist.root / binaries.MANIFEST)
+                if held is not None:
+                    self._claims.append(held)
+                    break
+            else:
+                raise ConfigurationError(
+                    f"the PostgreSQL copy in {dist.root} kept disappearing; "
+                    "run again or set SCOUT_DATABASE_URL"
+                )
             self.binaries_copy = dist.root
         return dist.bin_dir
+
+    def prune_temp_folders(self, now: float) -> list[tempdirs.Pruned]:
+        """Remove stale server folders and copies other starts left in the temp folder.
+
+        Only a root ``dev`` makes them; ours are claimed, so never among them.
+        """
+        if self.account is None:
+            return []
+        return tempdirs.prune(None, now, server_uids=frozenset({self.account.uid}))
 
     def _prepare_folders(self, bin_dir: Path) -> None:
         if self.server_dir is not None:
             assert self.account is not None
-            _own_server_dir(self.server_dir, self.account)
+            # A prune may remove the folder between our check and our claim: make it again.
+            for _ in range(3):
+                _own_server_dir(self.server_dir, self.account)
+                marker = tempdirs.write_server_marker(self.server_dir, self.layout.folder)
+                held = tempdirs.claim(marker)
+                if held is not None:
+                    self._claims.append(held)
+                    break
+            else:
+                raise ConfigurationError(
+                    f"{self.server_dir} kept disappearing; run again or set SCOUT_DATABASE_URL"
+                )
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         for folder in (self.pgdata, self.socket_dir):
@@ -298,6 +332,7 @@ class LocalPostgres:
         """Fast shutdown (SIGINT); an immediate one (SIGQUIT), then SIGKILL, if it lingers."""
         proc = self.proc
         if proc is None:
+            self.release()
             return
         for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGKILL):
             if proc.poll() is not None:
@@ -314,7 +349,14 @@ class LocalPostgres:
                 )
         if self.socket_dir != self.layout.state / "run" and self.server_dir is None:
             shutil.rmtree(self.socket_dir, ignore_errors=True)
+        self.release()
         log.info("postgres stopped", extra={"action": "embedded.postgres_stop", "pid": proc.pid})
+
+    def release(self) -> None:
+        """Let go of the temp folders' claims (a prune may remove them once stale)."""
+        for held in self._claims:
+            held.release()
+        self._claims.clear()
 
 
 def _own_server_dir(folder: Path, account: Account) -> None:

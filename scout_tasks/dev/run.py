@@ -109,6 +109,8 @@ def _start_servers(servers: Servers, layout: Layout) -> None:
                         f"{postgres.account.name!r} cannot reach this virtualenv, so it runs "
                         f"a root-owned copy of PostgreSQL in {postgres.binaries_copy}"
                     )
+                for pruned in postgres.prune_temp_folders(time.time()):
+                    _say(f"removed {pruned.path} from the temp folder: {pruned.why}")
             database_url = postgres.url
     else:
         _say(f"database {mask_url(database_url)}")

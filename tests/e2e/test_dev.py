@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from scout_tasks.dev import tempdirs
+
 BIN = Path(sys.executable).parent
 SCOUT_TASKS = str(BIN / "scout-tasks")
 
@@ -234,10 +236,25 @@ def test_dev_as_root_in_a_private_folder_keeps_postgres_in_the_temp_dir() -> Non
     project = Path(tempfile.mkdtemp(prefix="scout-dev-private-")).resolve()
     assert project.stat().st_mode & 0o777 == 0o700
     server_dir: Path | None = None
+    # Server folders other starts left: one of a project deleted since, one in use
+    # last week by a project that still exists. The start prunes only the first.
+    temp = Path(tempfile.gettempdir())
+    left = {kind: temp / f"scout-tasks-{os.urandom(6).hex()}" for kind in ("stale", "recent")}
+    for kind, folder in left.items():
+        (folder / "pgdata").mkdir(parents=True, mode=0o700)
+        owner = project.parent / f"gone-{os.urandom(4).hex()}" if kind == "stale" else project
+        tempdirs.write_server_marker(folder, owner)
+        os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+    week_ago = time.time() - 7 * 86400
+    os.utime(left["recent"] / tempdirs.SERVER_MARKER, (week_ago, week_ago))
     try:
         dev = Dev(project, "--no-api")
         try:
             dev.wait_for(r"^scout-tasks dev: ready in [0-9.]+s", timeout=60)
+            pruned = dev.wait_for(r"^scout-tasks dev: removed (\S+) from the temp folder: ", 1)
+            assert pruned.group(1) == str(left["stale"]), dev.output()
+            assert not left["stale"].exists() and left["recent"].exists()
+            assert f"removed {left['recent']}" not in dev.output()
             state = json.loads((project / ".scout" / "dev.json").read_text())
             pgdata = Path(state["pgdata"])
             server_dir = pgdata.parent
@@ -267,8 +284,8 @@ def test_dev_as_root_in_a_private_folder_keeps_postgres_in_the_temp_dir() -> Non
         assert _processes_in(server_dir) == [] and _processes_in(project) == []
     finally:
         shutil.rmtree(project, ignore_errors=True)
-        if server_dir is not None:
-            shutil.rmtree(server_dir, ignore_errors=True)
+        for folder in [*left.values(), *([server_dir] if server_dir is not None else [])]:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _private_install(site: Path) -> Path:

@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from tests.conftest import EventQueue
 from tests.e2e.faults import audit, kill_tree
 from tests.e2e.procs import CeleryProcess, scout_env
-from tests.integration.helpers import TcpProxy
+from tests.tcp_proxy import TcpProxy
 
 BROKER_OUTAGE = 30.0
 DATABASE_OUTAGE = 20.0

@@ -1,18 +1,15 @@
-"""Helpers shared by the integration tests: plain SQL, a scratch database, the CLI, a TCP proxy.
+"""Helpers shared by the integration tests: plain SQL, a scratch database, the CLI.
 
-Nothing here fakes PostgreSQL or RabbitMQ; the proxy only sits between the
-publisher and the real broker so a test can cut the connection at will.
+Nothing here fakes PostgreSQL or RabbitMQ. The TCP proxy a test puts between a
+client and a real server, to cut it at will, is ``tests.tcp_proxy.TcpProxy``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import select
-import socket
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -155,119 +152,6 @@ def run_cli(
         cwd=cwd,
         check=False,
     )
-
-
-# --- a TCP proxy that can cut the broker away --------------------------------------------
-
-
-class TcpProxy:
-    """Forwards 127.0.0.1:<port> to ``target``; ``cut()`` drops every connection and
-    refuses new ones (the listening socket is closed), ``restore()`` listens again on
-    the same port."""
-
-    def __init__(self, target_host: str = "127.0.0.1", target_port: int = 5672) -> None:
-        self.target = (target_host, target_port)
-        self._lock = threading.Lock()
-        self._pairs: list[tuple[socket.socket, socket.socket]] = []
-        self._threads: list[threading.Thread] = []
-        self._listener: socket.socket | None = None
-        self.port = 0
-        self._listen()
-
-    # -- lifecycle -----------------------------------------------------------------
-
-    def _listen(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(16)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        thread = threading.Thread(target=self._accept, args=(listener,), daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
-    def cut(self) -> None:
-        """Drop every forwarded connection and stop accepting new ones."""
-        with self._lock:
-            listener, self._listener = self._listener, None
-            pairs, self._pairs = self._pairs, []
-        if listener is not None:
-            _close(listener)
-        for client, upstream in pairs:
-            _close(client)
-            _close(upstream)
-
-    def restore(self) -> None:
-        """Accept connections again, on the same port."""
-        with self._lock:
-            if self._listener is not None:
-                return
-        self._listen()
-
-    def close(self) -> None:
-        self.cut()
-        for thread in self._threads:
-            thread.join(timeout=5)
-
-    @property
-    def connections(self) -> int:
-        with self._lock:
-            return len(self._pairs)
-
-    # -- forwarding ----------------------------------------------------------------
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return  # the listener was closed by cut()
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-                upstream.settimeout(None)
-            except OSError:
-                _close(client)
-                continue
-            with self._lock:
-                if self._listener is not listener:
-                    _close(client)
-                    _close(upstream)
-                    return
-                self._pairs.append((client, upstream))
-            thread = threading.Thread(target=self._pump, args=(client, upstream), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
-        peers = {client: upstream, upstream: client}
-        try:
-            while True:
-                readable, _, _ = select.select(list(peers), [], [], 0.2)
-                with self._lock:
-                    alive = (client, upstream) in self._pairs
-                if not alive:
-                    return
-                for sock in readable:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    peers[sock].sendall(data)
-        except (OSError, ValueError):
-            return
-        finally:
-            with self._lock:
-                if (client, upstream) in self._pairs:
-                    self._pairs.remove((client, upstream))
-            _close(client)
-            _close(upstream)
-
-
-def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(OSError):
-        sock.close()
 
 
 # --- the events queue -------------------------------------------------------------------

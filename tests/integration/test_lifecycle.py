@@ -48,7 +48,8 @@ from scout_tasks.lifecycle_queues import DELIVERY_LIMIT, LifecycleQueues
 from scout_tasks.lifecycle_step import LifecycleStep
 from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage
 from scout_tasks.recorder import Outcome, OutcomeKind, handle_message
-from tests.integration.helpers import TcpProxy, execute, row, rows, scalar
+from tests.integration.helpers import execute, row, rows, scalar
+from tests.tcp_proxy import TcpProxy
 
 # PostgreSQL's port with nothing listening: the database is "down".
 DB_DOWN_URL = "postgresql+psycopg2://postgres@127.0.0.1:1/scout"

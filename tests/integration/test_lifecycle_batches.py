@@ -21,7 +21,7 @@ from scout_tasks import counters
 from scout_tasks.db import make_engine
 from scout_tasks.lifecycle_queues import DELIVERY_LIMIT
 from scout_tasks.publisher import ConfirmingPublisher
-from tests.integration.helpers import TcpProxy, execute, rows, scalar
+from tests.integration.helpers import execute, rows, scalar
 from tests.integration.test_lifecycle import (
     COUNTERS,
     Harness,
@@ -35,6 +35,7 @@ from tests.integration.test_lifecycle import (
 from tests.integration.test_lifecycle import (
     event as agent_event,
 )
+from tests.tcp_proxy import TcpProxy
 
 # Everything published before the consumer starts goes into one batch.
 ONE_BATCH: dict[str, Any] = {"idle": 0.5, "linger": 2.0}

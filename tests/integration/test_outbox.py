@@ -15,7 +15,6 @@ from scout_tasks.errors import PublishError
 from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage
 from tests.conftest import EventQueue
 from tests.integration.helpers import (
-    TcpProxy,
     count,
     execute,
     insert_due_schedules,
@@ -23,6 +22,7 @@ from tests.integration.helpers import (
     rows,
     scalar,
 )
+from tests.tcp_proxy import TcpProxy
 
 NOWHERE = "amqp://guest:guest@127.0.0.1:1/"
 

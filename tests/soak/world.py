@@ -21,8 +21,8 @@ from scout_tasks.db import make_engine
 from tests.e2e.faults import kill_tree
 from tests.e2e.procs import CeleryProcess, scout_env
 from tests.soak.collector import Collector
-from tests.soak.proxy import StallingProxy
 from tests.soak.servers import PrivatePostgres, PrivateRabbit, rabbit_bin_dir
+from tests.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = ROOT / "examples" / "scout_agent.py"
@@ -126,8 +126,8 @@ class World:
         self.engine: Engine = make_engine(self.pg.url())
         # scout-tasks talks to both servers through proxies the soak can cut;
         # the agent, the collector and the soak's own SQL go direct.
-        self.db_proxy = StallingProxy(target_port=self.pg.port)
-        self.amqp_proxy = StallingProxy(target_port=self.rabbit.port)
+        self.db_proxy = TcpProxy(target_port=self.pg.port)
+        self.amqp_proxy = TcpProxy(target_port=self.rabbit.port)
         self.env = scout_env(
             self.pg.url(self.db_proxy.port),
             self.rabbit.url(self.amqp_proxy.port),

@@ -144,7 +144,9 @@ def test_no_import_cycle_in_scout_tasks() -> None:
     assert find_cycle(import_graph()) is None
 
 
-@pytest.mark.parametrize("module", ["scout_tasks.dev.postgres", "scout_tasks.dev.binaries"])
+@pytest.mark.parametrize(
+    "module", ["scout_tasks.dev.postgres", "scout_tasks.dev.binaries", "scout_tasks.dev.tempdirs"]
+)
 def test_only_dev_imports_the_postgres_process(module: str) -> None:
     graph = import_graph()
 
