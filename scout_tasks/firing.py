@@ -85,6 +85,10 @@ def fire_due(
 ) -> FireReport:
     """Fire every due schedule, one claimed batch per transaction, until none is due.
 
+    Each batch's events are handed to the broker once its transaction commits,
+    and settled after the next batch is written: the broker stores one batch
+    while the database writes the next, instead of each waiting for the other.
+
     ``on_full_batch`` is called once, the moment a claim comes back full, so
     the caller can hand the rest of a burst to other worker processes while
     this one writes and publishes its batch.
@@ -98,15 +102,38 @@ def fire_due(
         if pending_fan_out:
             pending_fan_out.pop()()
 
-    while True:
-        queued, claimed = _fire_batch(engine, batch_size, report, on_full)
-        if publisher is not None and queued and not report.publish_failed:
-            delivered = outbox.deliver(engine, publisher, queued)
-            report.published += delivered.published
-            # The broker is away: stop trying per batch; the relay sends the rest.
-            report.publish_failed = delivered.failed
-        if claimed < batch_size:
-            return report
+    in_flight: outbox.InFlight | None = None
+    try:
+        while True:
+            queued, claimed = _fire_batch(engine, batch_size, report, on_full)
+            if in_flight is not None:
+                _settle(engine, publisher, in_flight, report)
+                in_flight = None
+            if publisher is not None and queued and not report.publish_failed:
+                in_flight = outbox.send(engine, publisher, queued)
+            if claimed < batch_size:
+                break
+        if in_flight is not None:
+            _settle(engine, publisher, in_flight, report)
+            in_flight = None
+    finally:
+        # Failing half way (the database went away): the batch in flight stays
+        # in the outbox, unlocked, for the relay.
+        outbox.abandon(in_flight)
+    return report
+
+
+def _settle(
+    engine: Engine,
+    publisher: ConfirmingPublisher | None,
+    flight: outbox.InFlight,
+    report: FireReport,
+) -> None:
+    assert publisher is not None
+    delivered = outbox.settle(engine, publisher, flight)
+    report.published += delivered.published
+    # The broker is away: stop trying per batch; the relay sends the rest.
+    report.publish_failed = delivered.failed
 
 
 def _fire_batch(

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, RootTransaction, text
 
 from scout_tasks import counters
+from scout_tasks.confirms import PublishResult
 from scout_tasks.errors import PublishError
 from scout_tasks.events import encode
-from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage
+from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage, Sent
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +126,110 @@ class DeliveryReport:
     failed: bool = False
 
 
-def _deliver_locked(
-    conn: Connection, locked: Queued, publisher: ConfirmingPublisher
-) -> DeliveryReport:
-    report = DeliveryReport()
-    if not locked:
+@dataclass(slots=True)
+class InFlight:
+    """Outbox rows locked by their own transaction and handed to the broker, not yet settled.
+
+    The lock keeps a relay elsewhere from publishing the same rows meanwhile; it
+    is held until :func:`settle` deletes what the broker confirmed.
+    """
+
+    conn: Connection
+    transaction: RootTransaction
+    locked: Queued
+    sent: Sent
+
+
+def send(engine: Engine, publisher: ConfirmingPublisher, queued: Queued) -> InFlight | None:
+    """Lock events a transaction just committed (what :func:`add_events` returned), send them.
+
+    Rows another process is already relaying are skipped, not published twice.
+    The caller must :func:`settle` (or :func:`abandon`) what this returns.
+    """
+    if not queued:
+        return None
+
+    def lock(conn: Connection) -> Queued:
+        ids = conn.execute(_LOCK_IDS, {"ids": list(queued)}).scalars()
+        return {outbox_id: queued[outbox_id] for outbox_id in ids}
+
+    return _send(engine, publisher, lock)
+
+
+def _send(
+    engine: Engine, publisher: ConfirmingPublisher, lock: Callable[[Connection], Queued]
+) -> InFlight:
+    conn = engine.connect()
+    try:
+        transaction = conn.begin()
+        locked = lock(conn)
+        return InFlight(conn, transaction, locked, publisher.send(list(locked.values())))
+    except BaseException:
+        conn.close()
+        raise
+
+
+def settle(engine: Engine, publisher: ConfirmingPublisher, flight: InFlight) -> DeliveryReport:
+    """Wait for the broker's verdicts; delete (and count) the confirmed rows, defer the refused."""
+    try:
+        try:
+            result = publisher.settle(flight.sent)
+        except PublishError as exc:
+            flight.transaction.rollback()
+            ids = list(flight.locked)
+            log.warning(
+                "publish failed; %d event(s) stay in the outbox: %s",
+                len(ids),
+                exc,
+                extra={"action": "outbox.publish_failed", "count": len(ids)},
+            )
+            if ids:
+                _note_failure(engine, ids, str(exc))
+            return DeliveryReport(failed=True)
+        report = _record(flight.conn, flight.locked, result)
+        flight.transaction.commit()
         return report
+    finally:
+        flight.conn.close()
+
+
+def abandon(flight: InFlight | None) -> None:
+    """Give up a batch in flight (the caller is failing): its rows stay for the relay."""
+    if flight is not None:
+        flight.conn.close()
+
+
+def deliver(engine: Engine, publisher: ConfirmingPublisher, queued: Queued) -> DeliveryReport:
+    """:func:`send` and :func:`settle` in one go."""
+    flight = send(engine, publisher, queued)
+    return DeliveryReport() if flight is None else settle(engine, publisher, flight)
+
+
+def relay(engine: Engine, publisher: ConfirmingPublisher, limit: int = 1000) -> DeliveryReport:
+    """Publish every outbox row that is due, in batches of ``limit``, until none is left."""
+    total = DeliveryReport()
+    while True:
+        flight = _send(engine, publisher, lambda conn: _lock_available(conn, limit))
+        report = settle(engine, publisher, flight)
+        total.published += report.published
+        total.deferred += report.deferred
+        if report.failed:
+            total.failed = True
+            return total
+        if report.published + report.deferred < limit:
+            return total
+
+
+def _lock_available(conn: Connection, limit: int) -> Queued:
+    rows = conn.execute(_LOCK_AVAILABLE, {"limit": limit})
+    return {
+        outbox_id: OutgoingMessage(str(event_id), routing_key, payload.encode())
+        for outbox_id, event_id, routing_key, payload in rows
+    }
+
+
+def _record(conn: Connection, locked: Queued, result: PublishResult) -> DeliveryReport:
     by_message = {message.message_id: outbox_id for outbox_id, message in locked.items()}
-    result = publisher.publish(list(locked.values()))
     done = [by_message[m] for m in result.confirmed]
     if done:
         conn.execute(_DELETE, {"ids": done})
@@ -147,9 +244,7 @@ def _deliver_locked(
         )
     # Counted in the transaction that deletes the confirmed rows: once per event.
     counters.bump(conn, {(counters.EVENTS_PUBLISHED, ""): len(done)})
-    report.published = len(done)
-    report.deferred = len(result.rejected)
-    return report
+    return DeliveryReport(published=len(done), deferred=len(result.rejected))
 
 
 _NOTE_FAILURE = text(
@@ -169,64 +264,6 @@ def _note_failure(engine: Engine, ids: list[int], error: str) -> None:
             exc_info=True,
             extra={"action": "outbox.defer_failed"},
         )
-
-
-def deliver(engine: Engine, publisher: ConfirmingPublisher, queued: Queued) -> DeliveryReport:
-    """Publish events a transaction just committed (what :func:`add_events` returned).
-
-    Rows another process is already relaying are skipped, not published twice.
-    """
-    if not queued:
-        return DeliveryReport()
-
-    def lock(conn: Connection) -> Queued:
-        ids = conn.execute(_LOCK_IDS, {"ids": list(queued)}).scalars()
-        return {outbox_id: queued[outbox_id] for outbox_id in ids}
-
-    return _deliver(engine, publisher, lock)
-
-
-def relay(engine: Engine, publisher: ConfirmingPublisher, limit: int = 1000) -> DeliveryReport:
-    """Publish every outbox row that is due, in batches of ``limit``, until none is left."""
-    total = DeliveryReport()
-    while True:
-        report = _deliver(engine, publisher, lambda conn: _lock_available(conn, limit))
-        total.published += report.published
-        total.deferred += report.deferred
-        if report.failed:
-            total.failed = True
-            return total
-        if report.published + report.deferred < limit:
-            return total
-
-
-def _lock_available(conn: Connection, limit: int) -> Queued:
-    rows = conn.execute(_LOCK_AVAILABLE, {"limit": limit})
-    return {
-        outbox_id: OutgoingMessage(str(event_id), routing_key, payload.encode())
-        for outbox_id, event_id, routing_key, payload in rows
-    }
-
-
-def _deliver(
-    engine: Engine, publisher: ConfirmingPublisher, lock: Callable[[Connection], Queued]
-) -> DeliveryReport:
-    ids: list[int] = []
-    try:
-        with engine.begin() as conn:
-            locked = lock(conn)
-            ids = list(locked)
-            return _deliver_locked(conn, locked, publisher)
-    except PublishError as exc:
-        log.warning(
-            "publish failed; %d event(s) stay in the outbox: %s",
-            len(ids),
-            exc,
-            extra={"action": "outbox.publish_failed", "count": len(ids)},
-        )
-        if ids:
-            _note_failure(engine, ids, str(exc))
-        return DeliveryReport(failed=True)
 
 
 # The oldest row by id (the primary key), not a scan for min(created_at).

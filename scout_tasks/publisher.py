@@ -6,7 +6,7 @@ last delivery tag. Messages are ``mandatory``: one that no queue would receive
 comes back as returned and counts as not delivered, so it stays in the outbox
 until somebody binds a queue, rather than vanishing.
 
-The broker's verdicts are bookkept per channel (:class:`_ConfirmState`):
+The broker's verdicts are bookkept per channel (:class:`ConfirmState`):
 delivery tags number one channel's publishes from 1, so a verdict means
 nothing on any other channel, and a reconnect starts from a clean slate.
 
@@ -22,9 +22,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import kombu
 from amqp.exceptions import AMQPError
@@ -32,6 +32,7 @@ from kombu import Exchange, Producer
 from kombu.exceptions import KombuError
 
 from scout_tasks.broker import broker_transport_options
+from scout_tasks.confirms import ConfirmState, PublishResult
 from scout_tasks.errors import PublishError
 from scout_tasks.publish_frames import PublishFrames, write_batch
 from scout_tasks.settings import get_settings, mask_url, missing_url_error
@@ -47,10 +48,21 @@ class OutgoingMessage:
 
 
 @dataclass(slots=True)
-class PublishResult:
-    confirmed: set[str] = field(default_factory=set)
-    # Nacked by the broker or returned as unroutable: try again later.
-    rejected: dict[str, str] = field(default_factory=dict)
+class Sent:
+    """A batch handed to the broker (:meth:`ConfirmingPublisher.send`), not yet settled."""
+
+    messages: tuple[OutgoingMessage, ...]
+    # Whether it went out on a connection kept from an earlier batch.
+    reused: bool
+    # Delivery tag -> message id, on the channel whose bookkeeping is ``confirm``.
+    tags: dict[int, str] = field(default_factory=dict)
+    confirm: ConfirmState | None = None
+    # Known at once: without confirms (filesystem://) or for an empty batch.
+    result: PublishResult | None = None
+    error: PublishError | None = None
+
+
+_T = TypeVar("_T")
 
 
 def declare_exchange(channel: Any, name: str) -> Exchange:
@@ -58,106 +70,6 @@ def declare_exchange(channel: Any, name: str) -> Exchange:
     exchange = Exchange(name, type="topic", durable=True, auto_delete=False)
     exchange(channel).declare()
     return exchange
-
-
-class _ConfirmState:
-    """What the broker has said about the messages published on ONE confirm-mode channel.
-
-    RabbitMQ numbers a channel's publishes 1, 2, 3... from ``confirm.select``
-    and answers each exactly once: ``basic.ack`` or ``basic.nack``, either of
-    which may settle every outstanding tag up to its own at once
-    (``multiple``). A ``mandatory`` message that no queue would receive first
-    comes back as ``basic.return`` (which names no tag, only the message), and
-    is then acked like any other: the return is what says "not delivered".
-
-    A new channel gets a new instance with the callbacks bound to it, so
-    nothing settled on one connection can count on the next, and a late
-    callback from an abandoned channel only touches its own, orphaned, state.
-    """
-
-    def __init__(self) -> None:
-        self._next_tag = 1
-        # tag -> message_id, in tag order, until the broker's ack or nack.
-        self._pending: dict[int, str] = {}
-        # Pending tags already returned; their ack then settles them as rejected.
-        self._returned: dict[int, str] = {}
-        # tag -> None (delivered) or why not, until the batch collects them.
-        self._settled: dict[int, str | None] = {}
-
-    @classmethod
-    def attach(cls, channel: Any) -> _ConfirmState:
-        """Put ``channel`` in confirm mode and bind a fresh state's callbacks to it."""
-        state = cls()
-        channel.confirm_select()
-        channel.events["basic_ack"].add(state.on_ack)
-        channel.events["basic_nack"].add(state.on_nack)
-        channel.events["basic_return"].add(state.on_return)
-        return state
-
-    def published(self, message_id: str) -> int:
-        """Record a message handed to the channel; returns the tag the broker gives it."""
-        tag = self._next_tag
-        self._next_tag += 1
-        self._pending[tag] = message_id
-        return tag
-
-    def settled(self, tag: int) -> bool:
-        return tag in self._settled
-
-    def collect(self, tags: dict[int, str]) -> PublishResult:
-        """The verdicts on ``tags`` (all settled), forgotten once read."""
-        result = PublishResult()
-        for tag, message_id in tags.items():
-            reason = self._settled.pop(tag)
-            if reason is None:
-                result.confirmed.add(message_id)
-            else:
-                result.rejected[message_id] = reason
-        return result
-
-    # -- the channel's callbacks -------------------------------------------------
-
-    def on_ack(self, delivery_tag: int, multiple: bool) -> None:
-        for tag in self._covered(delivery_tag, multiple):
-            self._settled[tag] = self._returned.pop(tag, None)
-
-    def on_nack(self, delivery_tag: int, multiple: bool) -> None:
-        for tag in self._covered(delivery_tag, multiple):
-            returned = self._returned.pop(tag, None)
-            self._settled[tag] = returned or "nacked by the broker"
-
-    def on_return(self, exc: Exception, exchange: str, routing_key: str, message: Any) -> None:
-        message_id = str(message.properties.get("message_id") or "")
-        # The broker sends the return just before the message's own ack, so it
-        # is the oldest pending, not yet returned, message with this id.
-        for tag, pending_id in self._pending.items():
-            if pending_id == message_id and tag not in self._returned:
-                self._returned[tag] = f"returned by the broker: {exc}"
-                return
-        log.warning(
-            "broker returned a message this channel is not waiting for",
-            extra={
-                "action": "publisher.unknown_return",
-                "message_id": message_id,
-                "routing_key": routing_key,
-            },
-        )
-
-    def _covered(self, delivery_tag: int, multiple: bool) -> list[int]:
-        """The pending tags one ack or nack settles, removed from pending."""
-        if multiple:
-            # Pending is in tag order: stop at the first tag past the verdict's.
-            tags = []
-            for tag in self._pending:
-                if tag > delivery_tag:
-                    break
-                tags.append(tag)
-        else:
-            # A tag settled already or never published here: nothing to settle.
-            tags = [delivery_tag] if delivery_tag in self._pending else []
-        for tag in tags:
-            del self._pending[tag]
-        return tags
 
 
 class ConfirmingPublisher:
@@ -177,7 +89,7 @@ class ConfirmingPublisher:
         # The connected channel's confirm bookkeeping; None without confirms
         # (a kombu virtual transport) or without a connection. It is made with
         # the channel and dropped with it, never reset or carried over.
-        self._confirm: _ConfirmState | None = None
+        self._confirm: ConfirmState | None = None
         # Its frame encoder, made with the channel like the bookkeeping (AMQP only).
         self._frames: PublishFrames | None = None
 
@@ -192,7 +104,7 @@ class ConfirmingPublisher:
             channel = connection.channel()
             confirm = frames = None
             if connection.transport.driver_type == "amqp":
-                confirm = _ConfirmState.attach(channel)
+                confirm = ConfirmState.attach(channel)
                 frames = PublishFrames(
                     channel.channel_id, self.exchange_name, connection.connection.frame_max
                 )
@@ -230,24 +142,49 @@ class ConfirmingPublisher:
         Raises :class:`PublishError` when the connection fails or the broker
         does not answer in time; then nothing is known to be delivered.
         """
+        return self.settle(self.send(messages))
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> Sent:
+        """Hand ``messages`` to the broker without waiting for its verdicts.
+
+        The caller may do other work (the next batch's SQL) while the broker
+        stores them, then :meth:`settle` the batch. One batch at a time: the
+        verdicts are only collected by ``settle``. A failure is kept for
+        ``settle`` to report, so both steps fail in one place.
+        """
+        sent = Sent(tuple(messages), reused=self._connection is not None)
         if not messages:
-            return PublishResult()
-        reused = self._connection is not None
+            sent.result = PublishResult()
+            return sent
         try:
-            return self._attempt(messages)
+            self._guarded(self._send, sent)
+        except PublishError as exc:
+            sent.error = exc
+        return sent
+
+    def settle(self, sent: Sent) -> PublishResult:
+        """The broker's verdict on every message of ``sent``; raises :class:`PublishError`."""
+        try:
+            if sent.error is not None:
+                raise sent.error
+            if sent.result is not None:
+                return sent.result
+            return self._guarded(self._wait, sent)
         except PublishError:
-            if not reused:
+            if not sent.reused:
                 raise
         # A connection kept open between calls may have been closed by the broker
         # meanwhile (a restart, an idle timeout); one attempt on a fresh connection
         # tells that apart from an outage. A message the broker did get before the
         # failure goes out twice with the same message_id, which consumers dedupe.
         log.info("publisher reconnecting", extra={"action": "publisher.reconnect"})
-        return self._attempt(messages)
+        retry = Sent(sent.messages, reused=False)
+        self._guarded(self._send, retry)
+        return retry.result if retry.result is not None else self._guarded(self._wait, retry)
 
-    def _attempt(self, messages: Sequence[OutgoingMessage]) -> PublishResult:
+    def _guarded(self, step: Callable[[Sent], _T], sent: Sent) -> _T:
         try:
-            return self._publish(messages)
+            return step(sent)
         except PublishError:
             self.close()
             raise
@@ -260,17 +197,23 @@ class ConfirmingPublisher:
             self.close()
             raise
 
-    def _publish(self, messages: Sequence[OutgoingMessage]) -> PublishResult:
+    def _send(self, sent: Sent) -> None:
         if self._connection is None:
             self._connect()
         assert self._producer is not None and self._connection is not None
         confirm = self._confirm
         if confirm is None:
-            return self._publish_unconfirmed(messages)
-        assert self._frames is not None
-        tags: dict[int, str] = {}
-        write_batch(self._connection.connection, self._encode(confirm, messages, tags))
-        order = list(tags)
+            sent.result = self._publish_unconfirmed(sent.messages)
+            return
+        sent.confirm = confirm
+        write_batch(self._connection.connection, self._encode(confirm, sent.messages, sent.tags))
+
+    def _wait(self, sent: Sent) -> PublishResult:
+        confirm = sent.confirm
+        if confirm is not self._confirm or confirm is None or self._connection is None:
+            # The channel it went out on is gone (closed since): nothing is known.
+            raise PublishError("the channel these messages were sent on was closed")
+        order = list(sent.tags)
         waiting = 0
         deadline = time.monotonic() + self.confirm_timeout
         while waiting < len(order):
@@ -285,10 +228,10 @@ class ConfirmingPublisher:
                 self._connection.drain_events(timeout=min(remaining, 1.0))
             except TimeoutError:
                 continue
-        return confirm.collect(tags)
+        return confirm.collect(sent.tags)
 
     def _encode(
-        self, confirm: _ConfirmState, messages: Sequence[OutgoingMessage], tags: dict[int, str]
+        self, confirm: ConfirmState, messages: Sequence[OutgoingMessage], tags: dict[int, str]
     ) -> Iterator[list[bytes]]:
         """Each message's frames, its delivery tag recorded as it is handed over."""
         assert self._frames is not None

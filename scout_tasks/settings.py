@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     task_queue: str = Field(default="scout-tasks", min_length=1, max_length=255)
     # How many due schedules one transaction claims; bounded so a tick never
     # holds thousands of row locks for long.
-    fire_batch_size: int = Field(default=1000, ge=1, le=10000)
+    fire_batch_size: int = Field(default=500, ge=1, le=10000)
     # Ended runs (and their recorded events) older than this many days are
     # deleted by the tick, a few batches at a time; 0 keeps everything.
     run_retention_days: int = Field(default=90, ge=0, le=36500)

@@ -24,26 +24,27 @@ from amqp.exceptions import ConnectionForced
 from amqp.serialization import loads
 
 from scout_tasks import publisher as publisher_module
+from scout_tasks.confirms import ConfirmState
 from scout_tasks.errors import PublishError
-from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage, _ConfirmState
+from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage
 
-# --- _ConfirmState on its own ------------------------------------------------------
+# --- ConfirmState on its own ------------------------------------------------------
 
 
 def _returned(message_id: str) -> SimpleNamespace:
     return SimpleNamespace(properties={"message_id": message_id})
 
 
-def _publish(state: _ConfirmState, *ids: str) -> dict[int, str]:
+def _publish(state: ConfirmState, *ids: str) -> dict[int, str]:
     return {state.published(message_id): message_id for message_id in ids}
 
 
 def test_tags_count_from_one_on_every_new_state() -> None:
-    old = _ConfirmState()
+    old = ConfirmState()
     assert list(_publish(old, "a", "b", "c")) == [1, 2, 3]
     old.on_ack(3, True)
 
-    new = _ConfirmState()
+    new = ConfirmState()
     tags = _publish(new, "d")
 
     assert tags == {1: "d"}
@@ -51,7 +52,7 @@ def test_tags_count_from_one_on_every_new_state() -> None:
 
 
 def test_a_multiple_ack_covering_a_returned_message_rejects_only_that_one() -> None:
-    state = _ConfirmState()
+    state = ConfirmState()
     tags = _publish(state, "a", "b", "c", "d")
     # RabbitMQ's order for an unroutable mandatory message: return, then ack.
     state.on_return(Exception("NO_ROUTE"), "events", "scout.trigger", _returned("c"))
@@ -66,7 +67,7 @@ def test_a_multiple_ack_covering_a_returned_message_rejects_only_that_one() -> N
 
 
 def test_each_tag_takes_the_first_verdict_that_covers_it() -> None:
-    state = _ConfirmState()
+    state = ConfirmState()
     tags = _publish(state, "a", "b", "c", "d", "e")
     state.on_ack(2, False)
     state.on_nack(3, True)  # settles 1 and 3; 2 was acked already
@@ -80,7 +81,7 @@ def test_each_tag_takes_the_first_verdict_that_covers_it() -> None:
 
 
 def test_a_multiple_ack_settles_nothing_past_its_tag() -> None:
-    state = _ConfirmState()
+    state = ConfirmState()
     _publish(state, "a", "b", "c")
     state.on_ack(2, True)
 
@@ -88,7 +89,7 @@ def test_a_multiple_ack_settles_nothing_past_its_tag() -> None:
 
 
 def test_a_verdict_for_a_tag_never_published_here_is_ignored() -> None:
-    state = _ConfirmState()
+    state = ConfirmState()
     _publish(state, "a")
     state.on_ack(7, False)
     state.on_nack(9, False)
@@ -98,7 +99,7 @@ def test_a_verdict_for_a_tag_never_published_here_is_ignored() -> None:
 
 
 def test_a_return_goes_to_the_oldest_unsettled_message_with_that_id() -> None:
-    state = _ConfirmState()
+    state = ConfirmState()
     tags = _publish(state, "x", "y")
     state.on_ack(1, False)
     more = _publish(state, "x")
@@ -113,7 +114,7 @@ def test_a_return_goes_to_the_oldest_unsettled_message_with_that_id() -> None:
 def test_a_return_for_no_pending_message_is_logged_not_misapplied(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    state = _ConfirmState()
+    state = ConfirmState()
     tags = _publish(state, "a")
     with caplog.at_level(logging.WARNING, logger="scout_tasks.publisher"):
         state.on_return(Exception("NO_ROUTE"), "events", "k", _returned("zzz"))
