@@ -121,12 +121,14 @@ def plan_batch(
             kind = OutcomeKind.UNKNOWN_RUN
         elif status not in ACTIVE_STATUSES:
             kind = OutcomeKind.IGNORED
-        elif isinstance(event, StartedEvent):
+        # type() rather than isinstance(): pydantic's metaclass makes
+        # isinstance a Python call, and these classes have no subclasses.
+        elif type(event) is StartedEvent:
             kind = OutcomeKind.APPLIED
             if run_id not in started:
                 started.add(run_id)
                 plan.started.append(run_id)
-        elif isinstance(event, ProgressEvent):
+        elif type(event) is ProgressEvent:
             kind = OutcomeKind.APPLIED
             plan.progress.append(event)
         elif run_id in ended:
@@ -134,9 +136,9 @@ def plan_batch(
         else:
             ended.add(run_id)
             kind = OutcomeKind.APPLIED
-            if isinstance(event, CompletedEvent):
+            if type(event) is CompletedEvent:
                 plan.completed.append(event)
             else:
-                plan.failed.append(event)
+                plan.failed.append(event)  # type: ignore[arg-type]
         plan.outcomes.append(kind)
     return plan

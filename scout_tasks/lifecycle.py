@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import amqp
 import kombu
 from kombu import Consumer
 from sqlalchemy import Engine
@@ -178,6 +179,10 @@ class LifecycleConsumer(ReconnectingConsumer, HoldingConsumer):
         return max(wait, 0.001)
 
     def get_consumers(self, _consumer: Any, channel: Any) -> list[Consumer]:
+        if isinstance(channel, amqp.Channel):
+            # Bodies stay bytes: py-amqp would decode one that names its
+            # encoding into str, and raw_body encode it back, for nothing.
+            channel.auto_decode = False
         main = declare_queues(channel, self.exchange, self.names)
         # The broker returned whatever the previous connection held or had not recorded.
         self._held = []

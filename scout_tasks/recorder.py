@@ -266,8 +266,12 @@ def _apply(engine: Engine, events: list[LifecycleEvent], session: Session) -> li
             return [o for event in events for o in _apply(engine, [event], session)]
         return [_db_failure(exc, event) for event in events]
     out = []
+    # The hot path: an applied event is logged only at INFO, so at the usual
+    # WARNING no call is made for it at all.
+    log_applied = log.isEnabledFor(logging.INFO)
     for event, kind in zip(events, kinds, strict=True):
-        _log_outcome(event, kind)
+        if log_applied or kind is not OutcomeKind.APPLIED:
+            _log_outcome(event, kind)
         out.append(Outcome(kind, event.event_id, event.run_id))
     return out
 
