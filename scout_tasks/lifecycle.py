@@ -89,6 +89,7 @@ BATCH_BYTES = 16 * 1024 * 1024
 IDLE = 0.002
 LINGER = 0.05
 
+
 class LifecycleConsumer(ReconnectingConsumer, HoldingConsumer):
     """Consumes the lifecycle queue on ``connection`` (a template: each session clones it).
 

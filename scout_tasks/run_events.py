@@ -20,6 +20,10 @@ from sqlalchemy import Connection, text
 # order every writer uses (ledger ids in id order, then runs in id order), so
 # two workers applying overlapping batches wait for each other, never deadlock.
 # MATERIALIZED and the UNION ALL make every locked row read, hence locked.
+# FOR NO KEY UPDATE is the lock the batch's UPDATEs take anyway: it excludes
+# every other writer of the row (an UPDATE, the sweep, a cancel, a DELETE),
+# so the statuses read stay true until the commit, without also blocking
+# the key-share locks of foreign keys that point at the run.
 # Ids come back as text: the recorder keys its batch by text.
 _RECORD_AND_LOCK = text(
     """
@@ -35,7 +39,7 @@ _RECORD_AND_LOCK = text(
         SELECT id, status FROM scout_runs
         WHERE id = ANY(ARRAY(SELECT run_id FROM new))
         ORDER BY id
-        FOR UPDATE
+        FOR NO KEY UPDATE
     )
     SELECT CAST(event_id AS text) AS id, NULL AS status FROM new
     UNION ALL
