@@ -1,11 +1,22 @@
-"""One lifecycle delivery: its contents, read safely, and settling it (with a bounded copy)."""
+"""One lifecycle delivery: its contents, read safely, and settling it (with a bounded copy).
+
+On RabbitMQ (py-amqp) a delivery is the ``amqp.Message`` py-amqp parsed from
+its frames, handed on as it is (:class:`RawConsumer`): a kombu ``Message``
+for each would cost more than its frames' parsing and buy nothing here (it
+honours a ``compression`` header, which must never happen, see
+:func:`without_compression`). On kombu's virtual transports (``filesystem://``)
+and for ``basic_get`` it is a kombu ``Message``. Everything here reads and
+settles both the same way: ``body``, ``properties``, ``delivery_info``,
+``channel`` and ``delivery_tag`` are on both, and settling goes through the
+channel (``basic_ack``, ``basic_reject``), which is all kombu's ``ack()`` does.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import amqp
 from kombu import Consumer, Producer
-from kombu.message import Message
 
 from scout_tasks.inbound import MAX_BODY_BYTES, MAX_NAME_CHARS
 from scout_tasks.recorder import MAX_REASON, Outcome, OutcomeKind
@@ -19,7 +30,20 @@ DEAD_EXCHANGE_HEADER = "x-scout-exchange"
 DEAD_BODY_BYTES_HEADER = "x-scout-body-bytes"
 
 
-def raw_body(message: Message) -> bytes:
+# A delivery: an ``amqp.Message`` or a kombu ``Message`` (see the module's docstring).
+Received = Any
+
+
+def content_property(message: Received, name: str) -> Any:
+    """``content_type`` or ``content_encoding``, or None.
+
+    An attribute on a kombu Message; on an amqp.Message, a property that
+    raises AttributeError when the publisher did not set it.
+    """
+    return getattr(message, name, None)
+
+
+def raw_body(message: Received) -> bytes:
     """The body's bytes as published.
 
     py-amqp decodes a body whose ``content_encoding`` it knows into ``str``;
@@ -27,7 +51,8 @@ def raw_body(message: Message) -> bytes:
     """
     body = message.body
     if isinstance(body, str):
-        return body.encode(message.content_encoding or "utf-8", errors="surrogateescape")
+        encoding = content_property(message, "content_encoding") or "utf-8"
+        return body.encode(encoding, errors="surrogateescape")
     return bytes(body)
 
 
@@ -54,13 +79,29 @@ def without_compression(raw: Any) -> Any:
 
 
 class RawConsumer(Consumer):
-    """A kombu Consumer that never inflates a body (see :func:`without_compression`)."""
+    """A kombu Consumer that never inflates a body (see :func:`without_compression`).
+
+    py-amqp's message goes to ``on_message`` as it is: no kombu Message is
+    built, so no header can make anything inflate it.
+    """
 
     def _receive_callback(self, message: Any) -> Any:
+        if type(message) is amqp.Message:
+            return self.on_message(message)  # type: ignore[misc]
         return super()._receive_callback(without_compression(message))
 
 
-def publish_copy(message: Message, dead_queue: str, reason: str, exchange: str) -> None:
+def ack(message: Received, *, multiple: bool = False) -> None:
+    """``basic.ack`` of the delivery (with ``multiple``, of every earlier one on its channel)."""
+    message.channel.basic_ack(message.delivery_tag, multiple=multiple)
+
+
+def reject(message: Received, *, requeue: bool) -> None:
+    """``basic.reject``: dead-lettered by the broker, or (``requeue``) a delivery spent."""
+    message.channel.basic_reject(message.delivery_tag, requeue=requeue)
+
+
+def publish_copy(message: Received, dead_queue: str, reason: str, exchange: str) -> None:
     """Publish a bounded copy of ``message`` to ``dead_queue``, the reason in a header.
 
     The original headers are left out (they may be huge, and the copy must
@@ -82,8 +123,8 @@ def publish_copy(message: Message, dead_queue: str, reason: str, exchange: str) 
         exchange="",
         routing_key=dead_queue,
         headers=headers,
-        content_type=short(message.content_type) or "application/octet-stream",
-        content_encoding=short(message.content_encoding) or "binary",
+        content_type=short(content_property(message, "content_type")) or "application/octet-stream",
+        content_encoding=short(content_property(message, "content_encoding")) or "binary",
         delivery_mode=2,
         retry=False,
         **properties,
@@ -97,36 +138,36 @@ def publish_copy(message: Message, dead_queue: str, reason: str, exchange: str) 
 
 
 def settle(
-    message: Message, outcome: Outcome, dead_lettering: bool, *, dead_queue: str, exchange: str
+    message: Received, outcome: Outcome, dead_lettering: bool, *, dead_queue: str, exchange: str
 ) -> str:
     """Acknowledge ``message``, or set it aside when ``outcome`` says it is malformed."""
     if outcome.kind is not OutcomeKind.MALFORMED:
-        message.ack()
+        ack(message)
         return "acked"
     if dead_lettering:
         # The broker dead-letters it: nothing is published from here.
-        message.reject(requeue=False)
+        reject(message, requeue=False)
         return "rejected"
     publish_copy(message, dead_queue, outcome.reason or "malformed", exchange)
-    message.ack()
+    ack(message)
     return "set_aside"
 
 
 def return_or_set_aside(
-    message: Message, reason: str, dead_lettering: bool, *, dead_queue: str, exchange: str
+    message: Received, reason: str, dead_lettering: bool, *, dead_queue: str, exchange: str
 ) -> str:
     """Give ``message`` back for another delivery (the limit ends a loop), or set it aside."""
     if dead_lettering:
         # basic.reject with requeue: a delivery spent, so the limit ends a loop.
-        message.reject(requeue=True)
+        reject(message, requeue=True)
         return "returned"
     # Nothing would count deliveries here: set it aside at once.
     publish_copy(message, dead_queue, reason, exchange)
-    message.ack()
+    ack(message)
     return "set_aside"
 
 
-def ack_all(messages: list[Message], outstanding: list[Message]) -> int:
+def ack_all(messages: list[Received], outstanding: list[Received]) -> int:
     """Acknowledge ``messages``: one multiple ack when it is safe; returns how many.
 
     A multiple ack covers every delivery up to its tag on the channel, so it is
@@ -139,8 +180,8 @@ def ack_all(messages: list[Message], outstanding: list[Message]) -> int:
     if len(messages) > 1 and all(
         m.channel is not last.channel or m.delivery_tag > last.delivery_tag for m in outstanding
     ):
-        last.ack(multiple=True)
+        ack(last, multiple=True)
     else:
         for message in messages:
-            message.ack()
+            ack(message)
     return len(messages)

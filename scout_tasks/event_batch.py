@@ -22,8 +22,7 @@ order they happened to arrive, which delivery does not guarantee anyway:
 from __future__ import annotations
 
 import enum
-import uuid
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Hashable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 from scout_tasks.inbound import (
@@ -55,7 +54,8 @@ class BatchPlan:
     """The statements a batch needs, and the outcome of each of its events (by position)."""
 
     outcomes: list[OutcomeKind]
-    started: list[uuid.UUID] = field(default_factory=list)
+    # Run ids, spelt as the plan's keys spell them.
+    started: list[Hashable] = field(default_factory=list)
     progress: list[ProgressEvent] = field(default_factory=list)
     completed: list[CompletedEvent] = field(default_factory=list)
     failed: list[FailedEvent] = field(default_factory=list)
@@ -66,58 +66,79 @@ class BatchPlan:
         return {"completed": len(self.completed), "failed": len(self.failed)}
 
 
-def first_occurrences(events: Sequence[LifecycleEvent]) -> list[LifecycleEvent]:
-    """Each ``event_id``'s first event in the batch (what goes into the ledger)."""
-    seen: set[uuid.UUID] = set()
+# Keys: how a caller spells event and run ids. By default the models' UUIDs;
+# the recorder uses their text, which the ledger statement returns as it is
+# (hashing a str is cached in C, hashing a UUID is a Python call each time).
+Keys = Sequence[tuple[Hashable, Hashable]]
+
+
+def _keys_of(events: Sequence[LifecycleEvent]) -> Keys:
+    return [(e.event_id, e.run_id) for e in events]
+
+
+def first_occurrences(events: Sequence[LifecycleEvent], keys: Keys | None = None) -> list[int]:
+    """The position of each event id's first event in the batch (what goes into the ledger).
+
+    ``keys`` are the events' (event id, run id), spelt as the caller's ledger
+    spells them (the UUIDs when omitted).
+    """
+    seen: set[Hashable] = set()
     out = []
-    for event in events:
-        if event.event_id not in seen:
-            seen.add(event.event_id)
-            out.append(event)
+    for i, (event_id, _) in enumerate(_keys_of(events) if keys is None else keys):
+        if event_id not in seen:
+            seen.add(event_id)
+            out.append(i)
     return out
 
 
 def plan_batch(
     events: Sequence[LifecycleEvent],
-    new_ids: Set[uuid.UUID],
-    statuses: Mapping[uuid.UUID, str],
+    new_ids: Set[Hashable],
+    statuses: Mapping[Hashable, str],
+    keys: Keys | None = None,
 ) -> BatchPlan:
     """The plan for ``events`` (in delivery order).
 
     ``new_ids`` are the event ids the ledger insert of this transaction wrote
     (the others were there before); ``statuses`` the status of every existing
-    run those new events name, read with the rows locked.
+    run those new events name, read with the rows locked. Both are spelt as
+    ``keys`` spells each event's (event id, run id): the UUIDs when omitted.
+    ``plan.started`` holds run ids spelt that way too.
     """
     plan = BatchPlan(outcomes=[])
-    seen: set[uuid.UUID] = set()
-    started: set[uuid.UUID] = set()
-    ended: set[uuid.UUID] = set()
-    for event in events:
-        if event.event_id in seen or event.event_id not in new_ids:
+    seen: set[Hashable] = set()
+    started: set[Hashable] = set()
+    ended: set[Hashable] = set()
+    for event, (event_id, run_id) in zip(
+        events, _keys_of(events) if keys is None else keys, strict=True
+    ):
+        if event_id in seen or event_id not in new_ids:
             plan.outcomes.append(OutcomeKind.DUPLICATE)
             continue
-        seen.add(event.event_id)
-        status = statuses.get(event.run_id)
+        seen.add(event_id)
+        status = statuses.get(run_id)
         if status is None:
             kind = OutcomeKind.UNKNOWN_RUN
         elif status not in ACTIVE_STATUSES:
             kind = OutcomeKind.IGNORED
-        elif isinstance(event, StartedEvent):
+        # type() rather than isinstance(): pydantic's metaclass makes
+        # isinstance a Python call, and these classes have no subclasses.
+        elif type(event) is StartedEvent:
             kind = OutcomeKind.APPLIED
-            if event.run_id not in started:
-                started.add(event.run_id)
-                plan.started.append(event.run_id)
-        elif isinstance(event, ProgressEvent):
+            if run_id not in started:
+                started.add(run_id)
+                plan.started.append(run_id)
+        elif type(event) is ProgressEvent:
             kind = OutcomeKind.APPLIED
             plan.progress.append(event)
-        elif event.run_id in ended:
+        elif run_id in ended:
             kind = OutcomeKind.IGNORED
         else:
-            ended.add(event.run_id)
+            ended.add(run_id)
             kind = OutcomeKind.APPLIED
-            if isinstance(event, CompletedEvent):
+            if type(event) is CompletedEvent:
                 plan.completed.append(event)
             else:
-                plan.failed.append(event)
+                plan.failed.append(event)  # type: ignore[arg-type]
         plan.outcomes.append(kind)
     return plan

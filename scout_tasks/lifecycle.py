@@ -20,13 +20,12 @@ every delivery by its own outcome:
   the message that raises is rejected with requeue (``basic.reject``, which
   counts as a delivery on every RabbitMQ version), so the queue's delivery
   limit ends it, as it ends a message that crashes the whole process;
-- the database is down: the batch is held, unacknowledged, and retried by
-  this consumer with a growing delay (one attempt per delay, not one per
-  message), together with what arrived meanwhile. It is not returned to the
-  queue, so an outage spends none of its deliveries, and nothing is lost. A
-  message that keeps failing while the database answers other queries is
-  the message's fault: it is returned as if the handler had raised (a held
-  batch is first tried one message at a time, to find which).
+- the database is down: the batch is held, unacknowledged, and retried
+  with a growing delay (:mod:`scout_tasks.lifecycle_hold`, which also
+  blames a message that keeps failing while the database answers).
+
+On RabbitMQ a delivery is py-amqp's own message, not a kombu ``Message``
+(:mod:`scout_tasks.deliveries`).
 
 ``lifecycle_step.LifecycleStep`` runs it in ``celery worker``: a worker bootstep
 that starts a thread with its own broker connection, reconnecting with backoff.
@@ -40,21 +39,27 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+import amqp
 import kombu
 from kombu import Consumer
-from kombu.message import Message
 from sqlalchemy import Engine
 
 from scout_tasks.deliveries import (
     RawConsumer,
+    Received,
     ack_all,
     raw_body,
     return_or_set_aside,
     settle,
     short,
+)
+from scout_tasks.lifecycle_hold import (
+    RETRY_FIRST_DELAY,
+    RETRY_MAX_DELAY,
+    Held,
+    HoldingConsumer,
 )
 from scout_tasks.lifecycle_legacy import LegacyDrain
 from scout_tasks.lifecycle_queues import LifecycleQueues, declare_queues
@@ -65,7 +70,6 @@ from scout_tasks.recorder import (
     Outcome,
     OutcomeKind,
     Session,
-    database_answers,
     handle_batch,
     handle_message,
 )
@@ -84,24 +88,9 @@ BATCH_BYTES = 16 * 1024 * 1024
 # never later than LINGER seconds after its first message (a steady trickle).
 IDLE = 0.002
 LINGER = 0.05
-# Backoff while the database is unavailable, and between broker reconnects
-# (after the quick ones, :mod:`scout_tasks.reconnect`), in seconds.
-RETRY_FIRST_DELAY = 1.0
-RETRY_MAX_DELAY = 30.0
-# Failed attempts of one held message, while the database answers, before it is blamed.
-ATTEMPTS_BEFORE_BLAME = 3
 
 
-@dataclass(slots=True)
-class _Held:
-    """A delivery waiting for the database, still unacknowledged."""
-
-    message: Message
-    dead_lettering: bool
-    attempts: int
-
-
-class LifecycleConsumer(ReconnectingConsumer):
+class LifecycleConsumer(ReconnectingConsumer, HoldingConsumer):
     """Consumes the lifecycle queue on ``connection`` (a template: each session clones it).
 
     :meth:`run` blocks until :meth:`stop`; the counters say what it did, for
@@ -143,10 +132,10 @@ class LifecycleConsumer(ReconnectingConsumer):
         # How many batches were recorded, and their sizes (for logs, tests and the bench).
         self.batches = 0
         self.largest_batch = 0
-        self._pending: list[Message] = []
+        self._pending: list[Received] = []
         self._pending_bytes = 0
         self._first_pending = 0.0
-        self._held: list[_Held] = []
+        self._held: list[Held] = []
         self._next_try = 0.0
         # The consumer thread's database connection, kept between batches.
         self._db = Session()
@@ -190,10 +179,11 @@ class LifecycleConsumer(ReconnectingConsumer):
         # Never 0: that would switch the socket to non-blocking.
         return max(wait, 0.001)
 
-    def _backoff(self, failures: int) -> float:
-        return float(min(self.max_delay, self.first_delay * 2 ** (failures - 1)))
-
     def get_consumers(self, _consumer: Any, channel: Any) -> list[Consumer]:
+        if isinstance(channel, amqp.Channel):
+            # Bodies stay bytes: py-amqp would decode one that names its
+            # encoding into str, and raw_body encode it back, for nothing.
+            channel.auto_decode = False
         main = declare_queues(channel, self.exchange, self.names)
         # The broker returned whatever the previous connection held or had not recorded.
         self._held = []
@@ -242,7 +232,7 @@ class LifecycleConsumer(ReconnectingConsumer):
 
     # --- collecting a batch ---------------------------------------------------------
 
-    def on_message(self, message: Message) -> None:
+    def on_message(self, message: Received) -> None:
         if not self._pending:
             self._first_pending = time.monotonic()
         self._pending.append(message)
@@ -259,12 +249,17 @@ class LifecycleConsumer(ReconnectingConsumer):
         )
 
     def _flush(self) -> None:
-        items = [_Held(m, self.names.dead_lettering, 0) for m in self._pending]
+        self._record(self._arrivals())
+
+    def _arrivals(self) -> list[Held]:
+        """Take what arrived (and was not recorded yet), as deliveries tried 0 times."""
+        dead_lettering = self.names.dead_lettering
+        items = [Held(m, dead_lettering, 0) for m in self._pending]
         self._pending = []
         self._pending_bytes = 0
-        self._record(items)
+        return items
 
-    def on_decode_error(self, message: Message, exc: Exception) -> None:
+    def on_decode_error(self, message: Received, exc: Exception) -> None:
         reason = f"cannot decode the message: {exc!r}"[:MAX_REASON]
         log.warning(
             "undecodable lifecycle message set aside: %s",
@@ -284,16 +279,16 @@ class LifecycleConsumer(ReconnectingConsumer):
 
     # --- recording --------------------------------------------------------------------
 
-    def handle_batch(self, messages: list[Message]) -> list[Outcome]:
+    def handle_batch(self, messages: list[Received]) -> list[Outcome]:
         """The outcome of each delivery, the valid ones recorded in one transaction."""
         return handle_batch(self.engine(), [_delivery(m) for m in messages], self._db)
 
-    def handle(self, message: Message) -> Outcome:
+    def handle(self, message: Received) -> Outcome:
         """The outcome for one delivery, recorded alone (a test may make it raise)."""
         d = _delivery(message)
         return handle_message(self.engine(), d.body, d.routing_key, d.message_id)
 
-    def _record(self, items: list[_Held]) -> None:
+    def _record(self, items: list[Held]) -> None:
         """Record a batch and settle each delivery; a raising handler: one at a time."""
         try:
             outcomes = self.handle_batch([h.message for h in items])
@@ -311,11 +306,11 @@ class LifecycleConsumer(ReconnectingConsumer):
             return
         self.batches += 1
         self.largest_batch = max(self.largest_batch, len(items))
-        acks: list[Message] = []
-        retry: list[_Held] = []
+        acks: list[Received] = []
+        retry: list[Held] = []
         for item, outcome in zip(items, outcomes, strict=True):
             if outcome.kind is OutcomeKind.RETRY:
-                retry.append(_Held(item.message, item.dead_lettering, item.attempts + 1))
+                retry.append(Held(item.message, item.dead_lettering, item.attempts + 1))
             elif outcome.kind is OutcomeKind.MALFORMED or not item.dead_lettering:
                 self._settle(item.message, outcome, dead_lettering=item.dead_lettering)
             else:
@@ -326,13 +321,13 @@ class LifecycleConsumer(ReconnectingConsumer):
             self.db_failures = 0
         self._ack(acks)
 
-    def _ack(self, messages: list[Message]) -> None:
+    def _ack(self, messages: list[Received]) -> None:
         if not messages:
             return
         outstanding = [h.message for h in self._held] + self._pending
         self._count("acked", ack_all(messages, outstanding))
 
-    def _deliver(self, message: Message, *, dead_lettering: bool, attempts: int = 0) -> Outcome:
+    def _deliver(self, message: Received, *, dead_lettering: bool, attempts: int = 0) -> Outcome:
         try:
             outcome = self.handle(message)
         except Exception as exc:
@@ -349,64 +344,29 @@ class LifecycleConsumer(ReconnectingConsumer):
             self._return_or_set_aside(message, f"unexpected error: {exc!r}", dead_lettering)
             return Outcome(OutcomeKind.MALFORMED, reason=repr(exc))
         if outcome.kind is OutcomeKind.RETRY:
-            self._hold([_Held(message, dead_lettering, attempts + 1)])
+            self._hold([Held(message, dead_lettering, attempts + 1)])
         else:
             self.db_failures = 0
             self._settle(message, outcome, dead_lettering=dead_lettering)
         return outcome
 
-    def _deliver_legacy(self, message: Message) -> bool:
+    def _deliver_legacy(self, message: Received) -> bool:
         # No dead-letter exchange on the old queue: set aside by copy.
         return self._deliver(message, dead_lettering=False).kind is not OutcomeKind.RETRY
 
-    def _settle(self, message: Message, outcome: Outcome, *, dead_lettering: bool) -> None:
+    def _settle(self, message: Received, outcome: Outcome, *, dead_lettering: bool) -> None:
         where = {"dead_queue": self.names.dead_queue, "exchange": self.exchange}
         self._count(settle(message, outcome, dead_lettering, **where))
 
-    def _return_or_set_aside(self, message: Message, reason: str, dead_lettering: bool) -> None:
+    def _return_or_set_aside(self, message: Received, reason: str, dead_lettering: bool) -> None:
         where = {"dead_queue": self.names.dead_queue, "exchange": self.exchange}
         self._count(return_or_set_aside(message, reason, dead_lettering, **where))
 
     def _count(self, verb: str, n: int = 1) -> None:
         self.settled[verb] = self.settled.get(verb, 0) + n
 
-    # --- the database is away -------------------------------------------------------
 
-    def _hold(self, items: list[_Held]) -> None:
-        self.db_failures += 1
-        self._held.extend(items)
-        self._held.sort(key=lambda h: h.message.delivery_tag)
-        self._next_try = time.monotonic() + self._backoff(self.db_failures)
-
-    def _retry_held(self) -> None:
-        """Once the delay is over: the held batch again, with what arrived meanwhile."""
-        if not self._held or time.monotonic() < self._next_try:
-            return
-        items = self._held + [_Held(m, self.names.dead_lettering, 0) for m in self._pending]
-        self._held, self._pending, self._pending_bytes = [], [], 0
-        self._record(items)
-        if not any(h.attempts >= ATTEMPTS_BEFORE_BLAME for h in self._held):
-            return
-        if not database_answers(self.engine()):
-            return
-        # Other queries work: what fails is in the held messages. A message
-        # that fails alone is to blame: let its delivery count decide rather
-        # than hold everything behind it. Several: each is tried alone first.
-        suspects, self._held = self._held, []
-        if len(suspects) > 1:
-            for held in suspects:
-                self._deliver(
-                    held.message, dead_lettering=held.dead_lettering, attempts=held.attempts
-                )
-            suspects, self._held = self._held, []
-        for held in suspects:
-            self._return_or_set_aside(
-                held.message, "the database keeps refusing it", held.dead_lettering
-            )
-        self._next_try = 0.0
-
-
-def _delivery(message: Message) -> Delivery:
+def _delivery(message: Received) -> Delivery:
     message_id = message.properties.get("message_id")
     return Delivery(
         raw_body(message),

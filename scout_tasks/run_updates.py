@@ -2,7 +2,8 @@
 
 The rest of the table's queries (inserts, reads, cancel, the sweep, retention)
 are in :mod:`scout_tasks.runs`; these are the ones :mod:`scout_tasks.recorder`
-applies a batch of agents' events with.
+applies a batch of agents' events with, after
+``run_events.record_and_lock`` locked the batch's runs in id order.
 
 Each statement applies one kind of event to a batch of runs (one row per run
 for started and the terminal kinds, any number for progress). Every one
@@ -30,31 +31,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-_LOCK_RUNS = text(
-    """
-    SELECT id, status FROM scout_runs
-    WHERE id = ANY(CAST(:run_ids AS uuid[]))
-    ORDER BY id
-    FOR UPDATE
-    """
-)
-
-
-def lock_runs(conn: Connection, run_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
-    """Lock the runs that exist among ``run_ids``, in id order; their statuses.
-
-    Taking every lock of a batch up front, in one order, keeps two workers
-    applying overlapping batches from deadlocking, and makes the statuses read
-    here the ones the batch's updates will see.
-    """
-    if not run_ids:
-        return {}
-    rows = conn.execute(_LOCK_RUNS, {"run_ids": [str(r) for r in run_ids]})
-    return {_uuid(run_id): status for run_id, status in rows}
-
-
-def _uuid(value: Any) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+# A run's id: the UUID, or its text (the recorder keys its batches by text).
+RunId = uuid.UUID | str
 
 
 def _count(result: Any) -> int:
@@ -72,7 +50,7 @@ _MARK_STARTED = text(
 )
 
 
-def mark_runs_started(conn: Connection, run_ids: Sequence[uuid.UUID]) -> int:
+def mark_runs_started(conn: Connection, run_ids: Sequence[RunId]) -> int:
     """pending -> running with ``started_at``; how many runs are active.
 
     A run already running (a progress event came first) keeps its started_at
@@ -85,7 +63,7 @@ def mark_runs_started(conn: Connection, run_ids: Sequence[uuid.UUID]) -> int:
 
 @dataclass(frozen=True, slots=True)
 class RunProgress:
-    run_id: uuid.UUID
+    run_id: RunId
     progress: dict[str, Any]
     at: datetime | None
 
@@ -189,7 +167,7 @@ _MARK_COMPLETED = text(
 )
 
 
-def mark_runs_completed(conn: Connection, items: Sequence[tuple[uuid.UUID, dict[str, int]]]) -> int:
+def mark_runs_completed(conn: Connection, items: Sequence[tuple[RunId, dict[str, int]]]) -> int:
     """Complete active runs, merging each agent's counters into ``metrics``; how many.
 
     One item per run. Also from pending: a ``scout.completed`` that overtook
@@ -227,7 +205,7 @@ _MARK_FAILED = text(
 )
 
 
-def mark_runs_failed(conn: Connection, items: Sequence[tuple[uuid.UUID, str, str | None]]) -> int:
+def mark_runs_failed(conn: Connection, items: Sequence[tuple[RunId, str, str | None]]) -> int:
     """Fail active runs with the agent's message (and stage, in ``metrics['stage']``).
 
     One (run id, error message, stage) per run; returns how many.

@@ -38,12 +38,8 @@ from scout_tasks.deliveries import (
     raw_body,
 )
 from scout_tasks.inbound import MAX_BODY_BYTES
-from scout_tasks.lifecycle import (
-    ATTEMPTS_BEFORE_BLAME,
-    RETRY_FIRST_DELAY,
-    RETRY_MAX_DELAY,
-    LifecycleConsumer,
-)
+from scout_tasks.lifecycle import RETRY_FIRST_DELAY, RETRY_MAX_DELAY, LifecycleConsumer
+from scout_tasks.lifecycle_hold import ATTEMPTS_BEFORE_BLAME
 from scout_tasks.lifecycle_queues import DELIVERY_LIMIT, LifecycleQueues
 from scout_tasks.lifecycle_step import LifecycleStep
 from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage

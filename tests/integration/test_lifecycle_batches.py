@@ -14,13 +14,16 @@ import time
 import uuid
 from typing import Any
 
+import amqp
 import pytest
 from sqlalchemy import Engine, event, make_url, text
 
 from scout_tasks import counters
 from scout_tasks.db import make_engine
+from scout_tasks.lifecycle import LifecycleConsumer
 from scout_tasks.lifecycle_queues import DELIVERY_LIMIT
 from scout_tasks.publisher import ConfirmingPublisher
+from scout_tasks.recorder import Outcome
 from tests.integration.helpers import execute, rows, scalar
 from tests.integration.test_lifecycle import (
     COUNTERS,
@@ -366,6 +369,38 @@ def test_a_flood_is_recorded_in_large_batches_and_every_message_acknowledged(
         assert harness.depth(harness.queue) == 0
         assert scalar(engine, "SELECT count(*) FROM scout_runs WHERE status = 'completed'") == 400
         assert ledger(engine) == 800
+    finally:
+        harness.close()
+
+
+def test_on_rabbitmq_a_delivery_is_py_amqps_message_and_compression_is_ignored(
+    engine: Engine, broker_url: str, exchange_name: str, publisher: ConfirmingPublisher
+) -> None:
+    # No kombu Message is built per delivery: py-amqp's goes to the batch as it
+    # is, and a compression header (which kombu's would honour) inflates nothing.
+    seen: list[type] = []
+
+    class Watching(LifecycleConsumer):
+        def handle_batch(self, messages: list[Any]) -> list[Outcome]:
+            seen.extend(type(m) for m in messages)
+            return super().handle_batch(messages)
+
+    harness = stopped_harness(broker_url, exchange_name, engine, consumer_class=Watching)
+    try:
+        run_id = new_run(engine)
+        publish(publisher, agent_event("scout.started", run_id))
+        publish_raw(
+            broker_url,
+            exchange_name,
+            "scout.completed",
+            json.dumps(agent_event("scout.completed", run_id, **COUNTERS)).encode(),
+            headers={"compression": "application/x-bz2"},
+        )
+        harness.start()
+        harness.expect(2)
+        assert seen == [amqp.Message, amqp.Message]
+        assert get_run(engine, run_id)["status"] == "completed"
+        assert harness.consumer is not None and harness.consumer.settled == {"acked": 2}
     finally:
         harness.close()
 

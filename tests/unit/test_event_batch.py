@@ -73,7 +73,8 @@ def test_a_duplicate_within_the_batch_counts_once() -> None:
     event_id = uuid.uuid4()
     # The same id twice, even with another type: the second is a duplicate.
     one, again = completed(event_id=event_id), started(event_id=event_id)
-    assert first_occurrences([one, again]) == [one]
+    assert first_occurrences([one, again]) == [0]
+    assert first_occurrences([one, again], [("e", "r"), ("e", "r")]) == [0]
     plan = plan_batch([one, again], {event_id}, {RUN: "running"})
     assert plan.outcomes == [OutcomeKind.APPLIED, OutcomeKind.DUPLICATE]
     assert plan.started == []
