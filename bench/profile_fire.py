@@ -1,15 +1,13 @@
-"""Where a burst's CPU goes: in-process ``fire_due`` against the baseline, part by part.
+"""Where a burst's CPU goes: in-process ``fire_due`` beside the two loops, part by part.
 
 Fires N due schedules in this process (no Celery), on a fresh scratch database
-each time, and reads ``time.process_time()`` around the main functions. The
-variants alternate and the median of the repeats is printed:
+each time, and reads ``time.process_time()`` around the main functions, and the
+CPU of the database's backends around the whole call. The variants alternate
+and the median of the repeats is printed:
 
-- ``current``: scout-tasks as it is;
+- ``current``: scout-tasks' ``firing.fire_due`` as it is;
 - ``baseline``: the hand-written loop of ``baseline.py``;
-- ``payload``, ``amqp``, ``payload+amqp``: what-ifs, monkeypatched here and
-  nowhere else: the trigger payload built as a plain dict instead of
-  ``TriggerEvent(...).to_payload()``, and/or messages published with py-amqp's
-  ``channel.basic_publish`` instead of kombu's ``Producer.publish``.
+- ``minimal``: the minimal loop of ``minimal.py``.
 
     python bench/profile_fire.py --count 20000 --repeat 3
 """
@@ -21,67 +19,18 @@ import collections
 import functools
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
-import amqp
 import baseline
 import common
-import kombu.messaging
+import minimal
 
-from scout_tasks import events, firing, outbox, policy, runs, schedules
+from scout_tasks import firing, outbox, policy, runs, schedules
+from scout_tasks import publisher as publisher_module
 from scout_tasks.db import make_engine
 from scout_tasks.publisher import ConfirmingPublisher
 
-VARIANTS = ["current", "baseline", "payload", "amqp", "payload+amqp"]
-
-
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat().removesuffix("+00:00") + "Z"
-
-
-class PlainTrigger:
-    """Stands in for ``TriggerEvent``: the same payload, built once as a dict."""
-
-    __slots__ = ("_payload", "event_id")
-
-    def __init__(self, *, event_id: uuid.UUID, timestamp: datetime, **fields: Any) -> None:
-        self.event_id = event_id
-        schedule_id, slot = fields["schedule_id"], fields["scheduled_for"]
-        self._payload = {
-            "event_id": str(event_id),
-            "event_type": events.TRIGGER,
-            "timestamp": _iso(timestamp),
-            "run_id": str(fields["run_id"]),
-            "source": fields["source"],
-            "max_strategies": fields["max_strategies"],
-            "trigger_type": fields["trigger_type"],
-            "triggered_by": fields["triggered_by"],
-            "schedule_id": None if schedule_id is None else str(schedule_id),
-            "scheduled_for": None if slot is None else _iso(slot),
-        }
-
-    def to_payload(self) -> dict[str, Any]:
-        return self._payload
-
-
-class AmqpProducer:
-    """Stands in for kombu's ``Producer``: one ``basic_publish`` per message."""
-
-    def __init__(self, channel: Any, exchange: str) -> None:
-        self.channel = channel
-        self.exchange = exchange
-
-    def publish(self, body: bytes, *, routing_key: str, mandatory: bool, **props: Any) -> None:
-        props.pop("retry", None)
-        self.channel.basic_publish(
-            amqp.Message(body, **props),
-            exchange=self.exchange,
-            routing_key=routing_key,
-            mandatory=mandatory,
-        )
+VARIANTS = ["current", "baseline", "minimal"]
 
 
 class Timers:
@@ -106,62 +55,45 @@ class Timers:
 
 TIMERS = Timers()
 PARTS = [
-    (kombu.messaging.Producer, "publish", "kombu Producer.publish"),
-    (ConfirmingPublisher, "publish", "publish with confirms"),
-    (outbox, "deliver", "outbox.deliver (lock, publish, delete)"),
-    (firing, "_fire_batch", "firing._fire_batch (one transaction)"),
-    (events.TriggerEvent, "to_payload", "TriggerEvent.to_payload"),
-    (outbox, "add_events", "outbox.add_events"),
-    (runs, "insert_scheduled_runs", "runs.insert_scheduled_runs"),
-    (schedules, "advance", "schedules.advance"),
-    (policy, "plan", "policy.plan"),
+    (firing, "_fire_batch", "firing._fire_batch (claim, plan, write: one transaction)"),
     (schedules, "claim_due", "schedules.claim_due"),
-    (baseline.ConfirmingChannel, "publish_confirmed", "baseline publish with confirms"),
+    (policy, "plan", "policy.plan"),
+    (runs, "insert_scheduled_runs", "runs.insert_scheduled_runs"),
+    # Wrapped where they are called from: these modules imported the names.
+    (firing, "trigger_body", "events.trigger_body"),
+    (outbox, "add_messages", "outbox.add_messages"),
+    (schedules, "advance", "schedules.advance"),
+    (outbox, "send", "outbox.send (lock, encode, write)"),
+    (publisher_module, "write_batch", "publish_frames.write_batch"),
+    (outbox, "settle", "outbox.settle (confirms, delete)"),
 ]
 for _owner, _name, _label in PARTS:
     TIMERS.wrap(_owner, _name, _label)
 
 
-@contextmanager
-def patched(variant: str) -> Iterator[None]:
-    trigger, connect = firing.TriggerEvent, ConfirmingPublisher._connect
-
-    def amqp_connect(self: ConfirmingPublisher) -> None:
-        connect(self)
-        self._producer = AmqpProducer(self._channel, self.exchange_name)  # type: ignore[assignment]
-
-    if "payload" in variant:
-        firing.TriggerEvent = PlainTrigger  # type: ignore[assignment, misc]
-    if "amqp" in variant:
-        ConfirmingPublisher._connect = amqp_connect  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        firing.TriggerEvent = trigger  # type: ignore[misc]
-        ConfirmingPublisher._connect = connect  # type: ignore[method-assign]
-
-
-def measure(variant: str, count: int) -> tuple[float, dict[str, float]]:
-    """CPU µs per run for the whole call, and per part."""
+def measure(variant: str, count: int) -> tuple[float, float, dict[str, float]]:
+    """CPU µs per run of this process and of the database's backends, and per part."""
     exchange = f"bench-profile-{uuid.uuid4().hex[:8]}"
     with common.scratch_database() as db_url, common.counting_queue(exchange) as queue:
         common.insert_schedules(db_url, count, common.db_now(db_url))
         TIMERS.seconds.clear()
-        if variant == "baseline":
-            start = time.process_time()
-            baseline.fire_due(db_url, exchange)
-            used = time.process_time() - start
+        if variant in ("baseline", "minimal"):
+            cpu: dict[str, float] = {}
+            loop = baseline.fire_due if variant == "baseline" else minimal.fire_due
+            loop(db_url, exchange, cpu=cpu)
+            used, db_used = cpu["client"], cpu["db"]
         else:
             engine = make_engine(db_url)
             publisher = ConfirmingPublisher(common.BROKER_URL, exchange)
             try:
                 with engine.begin():
                     pass  # connect before the clock starts, as a warm worker has
-                with patched(variant):
-                    publisher._connect()
-                    start = time.process_time()
-                    firing.fire_due(engine, publisher)
-                    used = time.process_time() - start
+                publisher._connect()
+                db_before = common.cpu_of(common.backends(db_url))
+                start = time.process_time()
+                firing.fire_due(engine, publisher)
+                used = time.process_time() - start
+                db_used = common.cpu_used(db_before, common.cpu_of(common.backends(db_url)))
             finally:
                 publisher.close()
                 engine.dispose()
@@ -169,7 +101,7 @@ def measure(variant: str, count: int) -> tuple[float, dict[str, float]]:
         if queue.depth() != fired:
             raise RuntimeError(f"{variant}: {fired} runs but {queue.depth()} messages")
         per_run = {k: 1e6 * v / fired for k, v in TIMERS.seconds.items()}
-        return 1e6 * used / fired, per_run
+        return 1e6 * used / fired, 1e6 * db_used / fired, per_run
 
 
 def main() -> None:
@@ -180,15 +112,19 @@ def main() -> None:
     args = parser.parse_args()
     variants = args.variants.split(",")
     started = time.strftime("%Y-%m-%d %H:%M")
-    totals: dict[str, list[float]] = {v: [] for v in variants}
-    parts: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+    totals: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
+    parts: list[dict[str, float]] = []
     try:
         for rep in range(args.repeat):
             for variant in variants if rep % 2 == 0 else variants[::-1]:
-                total, per_part = measure(variant, args.count)
-                totals[variant].append(total)
-                parts[variant].append(per_part)
-                common.log(f"repeat {rep + 1}/{args.repeat}: {variant} {total:.0f} µs/run")
+                client, db, per_part = measure(variant, args.count)
+                totals[variant].append((client, db))
+                if variant == "current":
+                    parts.append(per_part)
+                common.log(
+                    f"repeat {rep + 1}/{args.repeat}: {variant} {client:.0f} µs/run "
+                    f"+ PostgreSQL {db:.0f}"
+                )
     finally:
         common.drop_template()
 
@@ -198,30 +134,27 @@ def main() -> None:
     )
     print(
         common.table(
-            ["variant", "CPU µs/run", "each repeat"],
+            ["variant", "CPU µs/run", "PostgreSQL µs/run", "each repeat (CPU)"],
             [
                 [
                     v,
-                    f"{common.median(totals[v]):.0f}",
-                    " ".join(f"{x:.0f}" for x in totals[v]),
+                    f"{common.median([c for c, _ in totals[v]]):.0f}",
+                    f"{common.median([d for _, d in totals[v]]):.0f}",
+                    " ".join(f"{c:.0f}" for c, _ in totals[v]),
                 ]
                 for v in variants
             ],
         )
     )
-    shown = [v for v in ("current", "baseline") if v in variants]
-    if shown:
-        labels = [label for _o, _n, label in PARTS]
-
-        def cell(variant: str, label: str) -> str:
-            values = [p[label] for p in parts[variant] if label in p]
-            return f"{common.median(values):.1f}" if values else "-"
-
+    if parts:
         print()
         print(
             common.table(
-                ["part (nested parts overlap)", *shown],
-                [[label, *(cell(v, label) for v in shown)] for label in labels],
+                ["part of `current` (nested parts overlap)", "CPU µs/run"],
+                [
+                    [label, f"{common.median([p.get(label, 0.0) for p in parts]):.1f}"]
+                    for _o, _n, label in PARTS
+                ],
             )
         )
 
