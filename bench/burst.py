@@ -70,8 +70,8 @@ def choose_instant(count: int, lead: float) -> float:
 
 
 def setup_lead(count: int) -> float:
-    """Seconds to insert and VACUUM ANALYZE ``count`` schedules, with room to spare."""
-    return 2.0 + count * 60e-6
+    """Seconds to insert ``count`` schedules and VACUUM ANALYZE the table, with room to spare."""
+    return 2.0 + count * 60e-6 + common.idle_schedules() * 10e-6
 
 
 def _check_setup(t: float, label: str) -> float:
@@ -210,8 +210,15 @@ def main() -> None:
     parser.add_argument(
         "--loglevel", default="warning", help="celery -l for beat and worker (celery's default)"
     )
+    parser.add_argument(
+        "--idle",
+        type=int,
+        default=0,
+        help="schedules in every database that are not due (the table's size beyond N)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    common.use_idle_schedules(args.idle)
 
     results: dict[str, dict[int, list[Result]]] = {
         who: {n: [] for n in sizes} for who in CONTENDERS
@@ -236,7 +243,8 @@ def main() -> None:
     finally:
         common.drop_template()
 
-    print(f"\nburst ({started}, {common.machine()}, median of {args.repeat})\n")
+    idle = f", {args.idle:,} idle schedules beside the N due" if args.idle else ""
+    print(f"\nburst ({started}, {common.machine()}, median of {args.repeat}{idle})\n")
     headers = [
         "",
         "time s",
