@@ -20,7 +20,7 @@ import kombu
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.e2e.procs import CeleryProcess, scout_env
+from tests.e2e.procs import CeleryProcess, scout_env, stop_all
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = ROOT / "examples" / "scout_agent.py"
@@ -109,8 +109,7 @@ def roundtrip(
     finally:
         for agent in agents:
             agent.stop()
-        beat.stop()
-        worker.stop()
+        stop_all([beat, worker])
         with kombu.Connection(broker_url) as conn:
             channel = conn.default_channel
             for name in (

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from scout_tasks import apply
 from tests.conftest import EventQueue
-from tests.e2e.procs import CeleryProcess, scout_env
+from tests.e2e.procs import CeleryProcess, scout_env, stop_all
 from tests.integration.helpers import execute, rows, scalar
 
 N = 30
@@ -32,8 +32,7 @@ def stack(
         beat.wait_for("this beat is now the leader")
         yield procs
     finally:
-        for proc in procs.values():
-            proc.stop()
+        stop_all(procs.values())
         with kombu.Connection(broker_url) as conn:
             conn.default_channel.queue_delete(env["SCOUT_TASK_QUEUE"])
 

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,12 +25,15 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import EventQueue
 from tests.e2e.faults import audit, kill_tree
-from tests.e2e.procs import CeleryProcess, scout_env
+from tests.e2e.procs import CeleryProcess, scout_env, stop_all
 from tests.tcp_proxy import TcpProxy
 
 BROKER_OUTAGE = 30.0
 DATABASE_OUTAGE = 20.0
-SOAK_SECONDS = float(os.environ.get("SCOUT_SOAK_SECONDS", "75"))
+TICK = 3  # SCOUT_TICK_SECONDS of every stack here
+# The two-beat soak's window ends a few ticks after the first minute boundary whose runs
+# all exist; SCOUT_SOAK_SECONDS=N waits for the first boundary N seconds on instead.
+SOAK_SECONDS = float(os.environ.get("SCOUT_SOAK_SECONDS", "0"))
 
 
 class Stack:
@@ -47,8 +51,7 @@ class Stack:
         return proc
 
     def close(self) -> None:
-        for proc in self.procs:
-            proc.stop()
+        stop_all(self.procs)
         with kombu.Connection(self.broker_url) as conn:
             for suffix in ("", ".lifecycle.v2", ".lifecycle.v2.dead"):
                 conn.default_channel.queue_delete(self.env["SCOUT_TASK_QUEUE"] + suffix)
@@ -56,9 +59,8 @@ class Stack:
 
 @pytest.fixture
 def stack(db_url: str, broker_url: str, exchange_name: str, tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(
-        scout_env(db_url, broker_url, exchange_name, SCOUT_TICK_SECONDS="3"), tmp_path, broker_url
-    )
+    env = scout_env(db_url, broker_url, exchange_name, SCOUT_TICK_SECONDS=str(TICK))
+    s = Stack(env, tmp_path, broker_url)
     yield s
     s.close()
 
@@ -237,7 +239,23 @@ def test_fault_two_beats_two_workers_soak(
             {"n": schedules},
         )
         started = conn.execute(text("SELECT now()")).scalar_one()
-    time.sleep(SOAK_SECONDS)
+    # Wait for a minute boundary's runs, not a fixed time: every schedule fired for it,
+    # then a few more ticks in which a second beat or worker would have made a duplicate.
+    # Ending the window that soon after a boundary also keeps it clear of the next one's
+    # firing (a fixed window could end just as a boundary fired, half counted).
+    boundary = (started + timedelta(seconds=SOAK_SECONDS)).replace(
+        second=0, microsecond=0
+    ) + timedelta(minutes=1)
+    deadline = time.monotonic() + (boundary - started).total_seconds() + 60
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            fired = conn.execute(
+                text("SELECT count(*) FROM scout_runs WHERE scheduled_for = :b"), {"b": boundary}
+            ).scalar_one()
+        if fired >= schedules:
+            break
+        time.sleep(0.5)
+    time.sleep(3 * TICK)
     with engine.begin() as conn:
         # Stop new slots so the audit counts a closed window.
         conn.execute(text("UPDATE scout_schedules SET enabled = false"))
@@ -246,11 +264,12 @@ def test_fault_two_beats_two_workers_soak(
     events = event_queue.drain(quiet=4.0)
     result = audit(
         "fault_two_beats_two_workers",
-        f"two beats and two workers for {SOAK_SECONDS:.0f}s of {schedules} '* * * * *' schedules",
+        f"two beats and two workers for {minutes} minute boundaries of {schedules}"
+        " '* * * * *' schedules",
         engine,
         events,
         procs,
-        soak_seconds=SOAK_SECONDS,
+        soak_seconds=round((ended - started).total_seconds()),
         minute_boundaries=minutes,
     )
     # Every minute boundary in the window gave every schedule exactly one run.

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tests.conftest import EventQueue
-from tests.e2e.procs import CeleryProcess, scout_env
+from tests.e2e.procs import CeleryProcess, scout_env, stop_all
 from tests.integration.helpers import TRIGGER_KEYS
 
 
@@ -30,8 +30,7 @@ def stack(
         beat.wait_for("this beat is now the leader")
         yield procs
     finally:
-        for proc in procs.values():
-            proc.stop()
+        stop_all(procs.values())
         with kombu.Connection(broker_url) as conn:
             conn.default_channel.queue_delete(env["SCOUT_TASK_QUEUE"])
 

@@ -27,7 +27,7 @@ import kombu
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.e2e.procs import CeleryProcess, scout_env
+from tests.e2e.procs import CeleryProcess, scout_env, stop_all
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -103,8 +103,7 @@ def flower_stack(
         assert match, procs["worker"].log()[-3000:]
         yield {"url": url, "worker_name": match.group(1), "tmp_path": tmp_path, **procs}
     finally:
-        for name in ("flower", "beat", "worker"):
-            procs[name].stop()
+        stop_all(procs[name] for name in ("flower", "beat", "worker"))
         with kombu.Connection(broker_url) as conn:
             channel = conn.default_channel
             lifecycle = f"{task_queue}.lifecycle.v2"

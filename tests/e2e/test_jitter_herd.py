@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from scout_tasks import horizon, jitter
 from tests.conftest import EventQueue
-from tests.e2e.procs import CeleryProcess, scout_env
+from tests.e2e.procs import CeleryProcess, scout_env, stop_all
 from tests.integration.helpers import execute, rows
 
 # More than the beat reads of a herd, so its bounded mode (fire every 0.25 s) runs.
@@ -31,8 +31,7 @@ def stack(
         beat.wait_for("this beat is now the leader")
         yield {"worker": worker, "beat": beat}
     finally:
-        beat.stop()
-        worker.stop()
+        stop_all([beat, worker])
         with kombu.Connection(broker_url) as conn:
             conn.default_channel.queue_delete(env["SCOUT_TASK_QUEUE"])
 

@@ -104,7 +104,7 @@ def json_stack(
         with kombu.Connection(broker_url) as conn:
             channel = conn.default_channel
             queue = env["SCOUT_TASK_QUEUE"]
-            for name in (queue, f"{queue}.lifecycle", f"{queue}.lifecycle.dead"):
+            for name in (queue, f"{queue}.lifecycle.v2", f"{queue}.lifecycle.v2.dead"):
                 try:
                     channel.queue_delete(name)
                 except conn.channel_errors:

@@ -19,7 +19,7 @@ from kombu import Producer
 from sqlalchemy import Engine, text
 
 from scout_tasks.lifecycle_queues import LifecycleQueues
-from tests.e2e.procs import CeleryProcess, scout_env
+from tests.e2e.procs import CeleryProcess, scout_env, stop_all
 
 # Headers that just fit RabbitMQ's default frame_max (131,072 bytes) when
 # published: any copy with a few more headers does not.
@@ -144,8 +144,7 @@ def test_a_130_kb_headers_message_is_dead_lettered_once_and_schedules_still_fire
         assert padded.headers["x-death"][0]["count"] == 1
         assert big.properties["message_id"] == huge["event_id"]
     finally:
-        beat.stop()
-        worker.stop()
+        stop_all([beat, worker])
         with kombu.Connection(broker_url) as conn:
             for name in (env["SCOUT_TASK_QUEUE"], *names.all_names()):
                 with contextlib.suppress(Exception), conn.channel() as channel:

@@ -13,7 +13,7 @@ from pathlib import Path
 import kombu
 from sqlalchemy import Engine
 
-from tests.e2e.procs import CeleryProcess, scout_env
+from tests.e2e.procs import CeleryProcess, scout_env, stop_all
 from tests.integration.helpers import execute, run_cli, scalar
 
 
@@ -82,9 +82,7 @@ def test_status_follows_the_beat_and_the_worker(
         assert scalar(engine, "SELECT count(*) FROM scout_runs WHERE source = 'recent'") == 1
         assert scalar(engine, "SELECT count(*) FROM scout_runs WHERE triggered_by = 'late'") == 1
     finally:
-        for proc in (beat, worker):
-            if proc is not None:
-                proc.stop()
+        stop_all(proc for proc in (beat, worker) if proc is not None)
         with kombu.Connection(broker_url) as conn:
             queue = env["SCOUT_TASK_QUEUE"]
             for name in (queue, f"{queue}.lifecycle.v2", f"{queue}.lifecycle.v2.dead"):

@@ -40,7 +40,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 from scout_tasks.api import create_app
 from scout_tasks.settings import Settings
 from tests import reliability
-from tests.e2e.procs import CeleryProcess, scout_env
+from tests.e2e.procs import CeleryProcess, scout_env, stop_all
 from tests.integration.helpers import REPO_ROOT, SCOUT_TASKS, run_cli
 
 with warnings.catch_warnings():
@@ -144,8 +144,7 @@ def test_celery_worker_and_beat_never_print_a_password(
         # One more retry round each, so every error path has logged more than once.
         time.sleep(3)
     finally:
-        for proc in procs.values():
-            proc.stop()
+        stop_all(procs.values())
         with kombu.Connection(broker_url) as conn:
             for name in (queue, f"{queue}.lifecycle.v2", f"{queue}.lifecycle.v2.dead"):
                 with contextlib.suppress(Exception):
