@@ -98,9 +98,12 @@ def _early_log_format(**_: Any) -> None:
 @worker_process_init.connect
 def _forget_parent_connections(**_: Any) -> None:
     # A forked pool child must not share the parent's database sockets.
-    from scout_tasks import db
+    from scout_tasks import db, publisher
 
     db.dispose_engines()
+    # Then it connects to both at once, off its main thread: a burst hands its
+    # second half to the other pool process, which should not start by connecting.
+    publisher.connect_process_publisher_soon(before=db.connect_engine)
 
 
 @worker_process_shutdown.connect

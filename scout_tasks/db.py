@@ -71,6 +71,12 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def connect_engine() -> None:
+    """Open a pooled session on the configured database now, not at the first query."""
+    with get_engine().connect():
+        pass
+
+
 def get_engine(url: str | None = None) -> Engine:
     """The process's engine for ``url`` (default: the configured database).
 

@@ -136,6 +136,11 @@ class ConfirmingPublisher:
 
     # -- publishing ------------------------------------------------------------
 
+    def connect(self) -> None:
+        """Connect now instead of at the first publish; raises :class:`PublishError`."""
+        if self._connection is None:
+            self._guarded(lambda _sent: self._connect(), Sent((), reused=False))
+
     def publish(self, messages: Sequence[OutgoingMessage]) -> PublishResult:
         """Publish ``messages`` and wait for the broker's verdict on each.
 
@@ -289,6 +294,20 @@ class SharedPublisher(ConfirmingPublisher):
         with self._lock:
             return super().publish(messages)
 
+    def send(self, messages: Sequence[OutgoingMessage]) -> Sent:
+        # Shared: the whole round trip under the lock, so no other thread's
+        # frames or verdicts come between; ``settle`` then only reports.
+        sent = Sent(tuple(messages), reused=False)
+        try:
+            sent.result = self.publish(messages)
+        except PublishError as exc:
+            sent.error = exc
+        return sent
+
+    def connect(self) -> None:
+        with self._lock:
+            super().connect()
+
     def close(self) -> None:
         with self._lock:
             super().close()
@@ -299,21 +318,54 @@ class SharedPublisher(ConfirmingPublisher):
 _process_publisher: tuple[int, ConfirmingPublisher] | None = None
 
 
+# A pool child's early connect (see connect_process_publisher_soon), until it ends.
+_connecting: threading.Thread | None = None
+
+
 def process_publisher() -> ConfirmingPublisher:
     """This process's confirming publisher (one per pool child, made after fork)."""
-    global _process_publisher
+    global _process_publisher, _connecting
     if _process_publisher is None or _process_publisher[0] != os.getpid():
         settings = get_settings()
         _process_publisher = (
             os.getpid(),
             ConfirmingPublisher(settings.broker_url_value(), settings.exchange),
         )
+    connecting = _connecting
+    if connecting is not None and connecting is not threading.current_thread():
+        # The publisher is not thread-safe: let the early connect finish first
+        # (it is bounded by the connect timeout, and this caller needs it anyway).
+        connecting.join()
+        _connecting = None
     return _process_publisher[1]
+
+
+def connect_process_publisher_soon(before: Callable[[], None] | None = None) -> None:
+    """Connect this process's publisher on a background thread, ``before`` first.
+
+    A pool child does this as it starts, so the first burst it is handed does
+    not wait for a broker connection; starting never waits for it. A failure
+    is only logged: the first publish connects again.
+    """
+    global _connecting
+    publisher = process_publisher()  # made on the caller's thread, the one that uses it
+
+    def connect() -> None:
+        for step in (before, publisher.connect):
+            try:
+                if step is not None:
+                    step()
+            except Exception as exc:  # noqa: BLE001 - early is optional: the task connects again
+                log.debug("early connect failed: %s", exc, extra={"action": "publisher.early"})
+
+    _connecting = threading.Thread(target=connect, name="scout-connect", daemon=True)
+    _connecting.start()
 
 
 def close_process_publisher() -> None:
     """Close this process's publisher (a forked child only forgets the parent's)."""
-    global _process_publisher
+    global _process_publisher, _connecting
+    _connecting = None
     if _process_publisher is not None and _process_publisher[0] == os.getpid():
         _process_publisher[1].close()
     _process_publisher = None

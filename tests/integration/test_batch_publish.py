@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
+from scout_tasks import publisher as publisher_module
 from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage
+from scout_tasks.settings import get_settings
 from tests.conftest import EventQueue
 
 
@@ -66,3 +71,46 @@ def test_py_amqps_own_frames_between_batches_keep_the_channel_in_step(
 def _bytes(raw: bytes | str) -> bytes:
     # kombu hands back a text body as str.
     return raw if isinstance(raw, bytes) else raw.encode()
+
+
+@pytest.fixture
+def fresh_process_publisher(
+    monkeypatch: pytest.MonkeyPatch, broker_url: str, exchange_name: str
+) -> Iterator[None]:
+    monkeypatch.setenv("SCOUT_BROKER_URL", broker_url)
+    monkeypatch.setenv("SCOUT_EXCHANGE", exchange_name)
+    # Not used here, but settings need one.
+    monkeypatch.setenv("SCOUT_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    get_settings.cache_clear()
+    publisher_module.close_process_publisher()
+    yield
+    publisher_module.close_process_publisher()
+    get_settings.cache_clear()
+
+
+def test_a_pool_process_connects_early_and_the_first_publish_uses_that_connection(
+    fresh_process_publisher: None, event_queue: EventQueue
+) -> None:
+    calls: list[str] = []
+    publisher_module.connect_process_publisher_soon(before=lambda: calls.append("database"))
+    pub = publisher_module.process_publisher()  # waits for the early connect
+    assert calls == ["database"]
+    connection = pub._connection
+    assert connection is not None
+
+    assert pub.publish([OutgoingMessage("early", "scout.trigger", b"{}")]).confirmed == {"early"}
+    assert pub._connection is connection
+    assert len(event_queue.get(timeout=10)) == 1
+
+
+def test_an_early_connect_that_fails_only_leaves_the_connecting_to_the_first_publish(
+    fresh_process_publisher: None, monkeypatch: pytest.MonkeyPatch, event_queue: EventQueue
+) -> None:
+    def database_away() -> None:
+        raise OSError("database away")
+
+    publisher_module.connect_process_publisher_soon(before=database_away)
+    pub = publisher_module.process_publisher()
+    # The broker part still connected; the database's failure was only logged.
+    assert pub._connection is not None
+    assert pub.publish([OutgoingMessage("a", "scout.trigger", b"{}")]).confirmed == {"a"}
