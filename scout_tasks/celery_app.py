@@ -101,9 +101,16 @@ def _forget_parent_connections(**_: Any) -> None:
     from scout_tasks import db, publisher
 
     db.dispose_engines()
-    # Then it connects to both at once, off its main thread: a burst hands its
+
+    def database_and_task_producer() -> None:
+        db.connect_engine()
+        # Celery's own connection, which sends the burst's hand-over (a fire task).
+        with app.producer_or_acquire() as producer:
+            producer.connection.ensure_connection(max_retries=1)
+
+    # It connects to all three at once, off its main thread: a burst hands its
     # second half to the other pool process, which should not start by connecting.
-    publisher.connect_process_publisher_soon(before=db.connect_engine)
+    publisher.connect_process_publisher_soon(before=database_and_task_producer)
 
 
 @worker_process_shutdown.connect
