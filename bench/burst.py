@@ -71,7 +71,7 @@ def choose_instant(count: int, lead: float) -> float:
 
 def setup_lead(count: int) -> float:
     """Seconds to insert ``count`` schedules and VACUUM ANALYZE the table, with room to spare."""
-    return 2.0 + count * 60e-6 + common.idle_schedules() * 10e-6
+    return 2.0 + count * 150e-6 + common.idle_schedules() * 10e-6
 
 
 def _check_setup(t: float, label: str) -> float:

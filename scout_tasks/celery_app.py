@@ -102,15 +102,15 @@ def _forget_parent_connections(**_: Any) -> None:
 
     db.dispose_engines()
 
-    def database_and_task_producer() -> None:
-        db.connect_engine()
+    def task_producer() -> None:
         # Celery's own connection, which sends the burst's hand-over (a fire task).
         with app.producer_or_acquire() as producer:
             producer.connection.ensure_connection(max_retries=1)
 
-    # It connects to all three at once, off its main thread: a burst hands its
-    # second half to the other pool process, which should not start by connecting.
-    publisher.connect_process_publisher_soon(before=database_and_task_producer)
+    # It connects to all three off its main thread, and nothing waits for that:
+    # a burst hands its second half to the other pool process, which should not
+    # start by connecting.
+    publisher.connect_process_publisher_soon(before=(db.connect_engine, task_producer))
 
 
 @worker_process_shutdown.connect

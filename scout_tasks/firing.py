@@ -117,9 +117,13 @@ def fire_due(
             _settle(engine, publisher, in_flight, report)
             in_flight = None
     finally:
-        # Failing half way (the database went away): the batch in flight stays
-        # in the outbox, unlocked, for the relay.
-        outbox.abandon(in_flight)
+        if in_flight is not None:
+            # Failing half way (the database went away): the batch in flight stays
+            # in the outbox, unlocked, for the relay, and the channel its verdicts
+            # would come back on is dropped with them.
+            outbox.abandon(in_flight)
+            if publisher is not None:
+                publisher.close()
     return report
 
 

@@ -295,13 +295,17 @@ class SharedPublisher(ConfirmingPublisher):
             return super().publish(messages)
 
     def send(self, messages: Sequence[OutgoingMessage]) -> Sent:
-        # Shared: the whole round trip under the lock, so no other thread's
-        # frames or verdicts come between; ``settle`` then only reports.
-        sent = Sent(tuple(messages), reused=False)
-        try:
-            sent.result = self.publish(messages)
-        except PublishError as exc:
-            sent.error = exc
+        # Shared: the whole round trip under the lock, so no other thread's frames
+        # or verdicts come between (write_batch does not take py-amqp's frame lock);
+        # ``settle`` then only reports. The base class's own steps, not publish():
+        # that would come back here.
+        with self._lock:
+            sent = ConfirmingPublisher.send(self, messages)
+            try:
+                sent.result = ConfirmingPublisher.settle(self, sent)
+            except PublishError as exc:
+                sent.error = exc
+        sent.reused = False  # settled already, retry included
         return sent
 
     def connect(self) -> None:
@@ -317,55 +321,64 @@ class SharedPublisher(ConfirmingPublisher):
 
 _process_publisher: tuple[int, ConfirmingPublisher] | None = None
 
-
-# A pool child's early connect (see connect_process_publisher_soon), until it ends.
-_connecting: threading.Thread | None = None
+# Guards the per-process publisher against the early connect's thread.
+_process_lock = threading.Lock()
+# Bumped when the process publisher is closed: an early connect that finishes
+# after that is thrown away, not installed.
+_generation = 0
 
 
 def process_publisher() -> ConfirmingPublisher:
     """This process's confirming publisher (one per pool child, made after fork)."""
-    global _process_publisher, _connecting
-    if _process_publisher is None or _process_publisher[0] != os.getpid():
-        settings = get_settings()
-        _process_publisher = (
-            os.getpid(),
-            ConfirmingPublisher(settings.broker_url_value(), settings.exchange),
-        )
-    connecting = _connecting
-    if connecting is not None and connecting is not threading.current_thread():
-        # The publisher is not thread-safe: let the early connect finish first
-        # (it is bounded by the connect timeout, and this caller needs it anyway).
-        connecting.join()
-        _connecting = None
-    return _process_publisher[1]
+    global _process_publisher
+    with _process_lock:
+        if _process_publisher is None or _process_publisher[0] != os.getpid():
+            _process_publisher = (os.getpid(), _new_process_publisher())
+        return _process_publisher[1]
 
 
-def connect_process_publisher_soon(before: Callable[[], None] | None = None) -> None:
-    """Connect this process's publisher on a background thread, ``before`` first.
+def _new_process_publisher() -> ConfirmingPublisher:
+    settings = get_settings()
+    return ConfirmingPublisher(settings.broker_url_value(), settings.exchange)
+
+
+def connect_process_publisher_soon(before: Sequence[Callable[[], None]] = ()) -> None:
+    """Connect a publisher on a background thread and make it this process's, ``before`` first.
 
     A pool child does this as it starts, so the first burst it is handed does
-    not wait for a broker connection; starting never waits for it. A failure
-    is only logged: the first publish connects again.
+    not wait for connections. Nothing ever waits for the thread: if a task
+    needs the publisher first, it makes its own and the early one is closed.
+    Failures are only logged: the first publish connects again.
     """
-    global _connecting
-    publisher = process_publisher()  # made on the caller's thread, the one that uses it
+    generation = _generation
 
     def connect() -> None:
-        for step in (before, publisher.connect):
+        for step in before:
             try:
-                if step is not None:
-                    step()
-            except Exception as exc:  # noqa: BLE001 - early is optional: the task connects again
+                step()
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - early is optional
                 log.debug("early connect failed: %s", exc, extra={"action": "publisher.early"})
+        global _process_publisher
+        try:
+            early = _new_process_publisher()
+            early.connect()
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - early is optional
+            log.debug("early connect failed: %s", exc, extra={"action": "publisher.early"})
+            return
+        with _process_lock:
+            if _process_publisher is None and _generation == generation:
+                _process_publisher = (os.getpid(), early)
+                return
+        early.close()  # a task made its own meanwhile, or the process is closing
 
-    _connecting = threading.Thread(target=connect, name="scout-connect", daemon=True)
-    _connecting.start()
+    threading.Thread(target=connect, name="scout-connect", daemon=True).start()
 
 
 def close_process_publisher() -> None:
     """Close this process's publisher (a forked child only forgets the parent's)."""
-    global _process_publisher, _connecting
-    _connecting = None
-    if _process_publisher is not None and _process_publisher[0] == os.getpid():
-        _process_publisher[1].close()
-    _process_publisher = None
+    global _process_publisher, _generation
+    with _process_lock:
+        current, _process_publisher = _process_publisher, None
+        _generation += 1
+    if current is not None and current[0] == os.getpid():
+        current[1].close()

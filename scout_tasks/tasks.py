@@ -8,6 +8,7 @@ retried or duplicated task finds the slot already fired and does nothing.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -25,13 +26,30 @@ def _expires() -> float:
     return max(2 * get_settings().tick_seconds, 10.0)
 
 
+def _send_fire(slot: str | None) -> None:
+    fire.apply_async(kwargs={"slot": slot}, expires=_expires(), retry=False)
+
+
 def _fire(slot: str | None, origin: str) -> dict[str, Any]:
     settings = get_settings()
     engine = db.get_engine()
 
+    def hand_over() -> None:
+        try:
+            _send_fire(slot)
+        except Exception as exc:  # noqa: BLE001 - any send failure: carry on alone
+            log.warning(
+                "could not hand the burst on: %s",
+                exc,
+                extra={"action": "fire.fan_out_failed", "slot": slot},
+            )
+
     def fan_out() -> None:
         # A full batch means a burst: let another pool process claim batches too.
-        fire.apply_async(kwargs={"slot": slot}, expires=_expires())
+        # Called while this batch's claim is held, so it is sent from a thread of
+        # its own: a broker that is slow to answer never holds the claim, and one
+        # that is away only means this process fires the rest alone.
+        threading.Thread(target=hand_over, name="scout-fan-out", daemon=True).start()
 
     try:
         report = firing.fire_due(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -88,29 +90,79 @@ def fresh_process_publisher(
     get_settings.cache_clear()
 
 
+def _installed(timeout: float = 10.0) -> ConfirmingPublisher | None:
+    """The early connect's publisher, once its thread made it this process's."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = publisher_module._process_publisher
+        if current is not None:
+            return current[1]
+        time.sleep(0.01)
+    return None
+
+
 def test_a_pool_process_connects_early_and_the_first_publish_uses_that_connection(
     fresh_process_publisher: None, event_queue: EventQueue
 ) -> None:
     calls: list[str] = []
-    publisher_module.connect_process_publisher_soon(before=lambda: calls.append("database"))
-    pub = publisher_module.process_publisher()  # waits for the early connect
+    publisher_module.connect_process_publisher_soon(before=(lambda: calls.append("database"),))
+    early = _installed()
+    assert early is not None and early._connection is not None
     assert calls == ["database"]
-    connection = pub._connection
-    assert connection is not None
 
+    pub = publisher_module.process_publisher()
+    assert pub is early
+    connection = pub._connection
     assert pub.publish([OutgoingMessage("early", "scout.trigger", b"{}")]).confirmed == {"early"}
     assert pub._connection is connection
     assert len(event_queue.get(timeout=10)) == 1
 
 
-def test_an_early_connect_that_fails_only_leaves_the_connecting_to_the_first_publish(
-    fresh_process_publisher: None, monkeypatch: pytest.MonkeyPatch, event_queue: EventQueue
+def test_a_failing_step_before_does_not_stop_the_early_connect(
+    fresh_process_publisher: None, event_queue: EventQueue
 ) -> None:
     def database_away() -> None:
         raise OSError("database away")
 
-    publisher_module.connect_process_publisher_soon(before=database_away)
-    pub = publisher_module.process_publisher()
-    # The broker part still connected; the database's failure was only logged.
-    assert pub._connection is not None
-    assert pub.publish([OutgoingMessage("a", "scout.trigger", b"{}")]).confirmed == {"a"}
+    publisher_module.connect_process_publisher_soon(before=(database_away,))
+    early = _installed()
+    assert early is not None and early._connection is not None
+    assert early.publish([OutgoingMessage("a", "scout.trigger", b"{}")]).confirmed == {"a"}
+
+
+def test_a_task_that_needs_the_publisher_first_never_waits_and_keeps_its_own(
+    fresh_process_publisher: None, event_queue: EventQueue
+) -> None:
+    release = threading.Event()
+    publisher_module.connect_process_publisher_soon(before=(lambda: release.wait(10),))
+
+    started = time.monotonic()
+    own = publisher_module.process_publisher()  # the early connect is still held up
+    assert time.monotonic() - started < 1
+    release.set()
+    assert own.publish([OutgoingMessage("own", "scout.trigger", b"{}")]).confirmed == {"own"}
+    time.sleep(0.5)  # the early thread finishes and must throw its publisher away
+    assert publisher_module.process_publisher() is own
+
+
+def test_the_api_publisher_shared_by_threads_delivers_every_event_once(
+    broker_url: str, exchange_name: str, event_queue: EventQueue
+) -> None:
+    shared = publisher_module.SharedPublisher(broker_url, exchange_name)
+    results: list[set[str]] = []
+
+    def burst(tag: str) -> None:
+        batch = [OutgoingMessage(f"{tag}-{i}", "scout.trigger", b"{}") for i in range(200)]
+        results.append(shared.settle(shared.send(batch)).confirmed)
+
+    try:
+        threads = [threading.Thread(target=burst, args=(f"t{n}",)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        shared.close()
+    assert sorted(len(r) for r in results) == [200] * 4
+    received = event_queue.get(timeout=10, count=800)
+    assert len({r.properties["message_id"] for r in received}) == 800

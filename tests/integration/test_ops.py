@@ -26,7 +26,15 @@ from scout_tasks import heartbeat, retention
 from scout_tasks.api import create_app
 from scout_tasks.beat import psycopg2_dsn
 from scout_tasks.settings import Settings
-from tests.integration.helpers import SCOUT_TASKS, count, execute, rows, run_cli, scalar
+from tests.integration.helpers import (
+    SCOUT_TASKS,
+    count,
+    execute,
+    insert_due_schedules,
+    rows,
+    run_cli,
+    scalar,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -498,3 +506,40 @@ def test_the_api_does_not_warn_on_loopback_or_with_a_token(
 ) -> None:
     _proc, err, _port = api_server(host, token)
     assert "SCOUT_API_TOKEN" not in err.read_text()
+
+
+def test_a_hand_over_that_cannot_be_sent_leaves_the_burst_to_this_process(
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    db_url: str,
+    publisher: Any,
+    event_queue: Any,
+    caplog: Any,
+) -> None:
+    """Celery's own broker connection refusing the fan-out task fails nothing: every run is made."""
+    from scout_tasks import tasks
+
+    insert_due_schedules(engine, 25, cron="0 0 1 1 *")
+    settings = Settings(_env_file=None, database_url=db_url, fire_batch_size=10)  # type: ignore[call-arg]
+    monkeypatch.setattr(tasks, "get_settings", lambda: settings)
+    monkeypatch.setattr(tasks.db, "get_engine", lambda: engine)
+    monkeypatch.setattr(tasks, "process_publisher", lambda: publisher)
+
+    def refused(*_args: Any, **_kwargs: Any) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    # The send itself is what fails here (as with a broker gone between two batches);
+    # the database and the events' broker are the real ones.
+    monkeypatch.setattr(tasks, "_send_fire", refused)
+    with caplog.at_level("WARNING", logger="scout_tasks.tasks"):
+        result = tasks._fire("2026-11-30T00:00:00+00:00", "fire")
+        # The hand-over is sent from its own thread.
+        deadline = time.monotonic() + 5
+        while not caplog.records and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    assert result["runs"] == 25
+    assert result["published"] == 25
+    assert count(engine, "scout_runs") == 25
+    handed = [r.action for r in caplog.records if r.name == "scout_tasks.tasks"]  # type: ignore[attr-defined]
+    assert handed == ["fire.fan_out_failed"]
