@@ -116,7 +116,7 @@ def test_a_return_for_no_pending_message_is_logged_not_misapplied(
 ) -> None:
     state = ConfirmState()
     tags = _publish(state, "a")
-    with caplog.at_level(logging.WARNING, logger="scout_tasks.publisher"):
+    with caplog.at_level(logging.WARNING, logger="scout_tasks.confirms"):
         state.on_return(Exception("NO_ROUTE"), "events", "k", _returned("zzz"))
     state.on_ack(1, False)
 
