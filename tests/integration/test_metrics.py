@@ -117,7 +117,9 @@ def test_counters_never_go_down_across_a_schedule_deletion_and_a_run_prune(
 
     # Fire: 4 schedules due 5 minutes ago (one run each, ~300 s late) and one
     # every-minute 'skip' schedule 10 minutes behind (its missed slots skipped).
-    insert_due_schedules(engine, 4, ago="5 minutes")
+    # Leap-day noon: no slot of theirs falls in those 5 minutes whenever this runs
+    # (an hourly one would, in an hour's first 5 minutes, and fire that later slot).
+    insert_due_schedules(engine, 4, cron="0 12 29 2 *", ago="5 minutes")
     execute(
         engine,
         """
