@@ -155,3 +155,23 @@ def publisher() -> Any:
 
     settings = get_settings()
     return ConfirmingPublisher(settings.broker_url_value(), settings.exchange, confirm_timeout=10)
+
+
+def published(event: str, act: Callable[[Any], tuple[dict[str, Any], bool]]) -> dict[str, Any]:
+    """The run ``act(publisher)`` returns, with a publisher open for just that call.
+
+    ``act`` also says whether the broker confirmed ``event``; when it did not, the
+    command still succeeds (the event waits in the outbox), but says so on stderr.
+    """
+    out = publisher()
+    try:
+        run, delivered = act(out)
+    finally:
+        out.close()
+    if not delivered:
+        click.echo(
+            f"warning: the broker did not confirm {event} yet; "
+            "it is kept in the outbox and sent by the next tick",
+            err=True,
+        )
+    return run

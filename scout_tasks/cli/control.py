@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from scout_tasks.cli.common import F, emit, engine, handles_errors, json_option, publisher, record
+from scout_tasks.cli.common import F, emit, engine, handles_errors, json_option, published, record
 
 
 def login_name() -> str | None:
@@ -55,19 +55,12 @@ def schedules_run(
     """Run a schedule now (by name or id): a manual run; its next slot stays."""
     from scout_tasks import service
 
-    out = publisher()
-    try:
-        run, delivered = service.run_now(
+    run = published(
+        "scout.trigger",
+        lambda out: service.run_now(
             engine(), schedule, triggered_by=triggered_by, actor=actor_of(actor), publisher=out
-        )
-    finally:
-        out.close()
-    if not delivered:
-        click.echo(
-            "warning: the broker did not confirm scout.trigger yet; "
-            "it is kept in the outbox and sent by the next tick",
-            err=True,
-        )
+        ),
+    )
     emit(run, as_json, record)
 
 

@@ -11,7 +11,7 @@ from scout_tasks.cli.common import (
     handles_errors,
     json_option,
     parse_uuid,
-    publisher,
+    published,
     record,
     schedule_id,
     table,
@@ -38,21 +38,14 @@ def trigger(source: str, max_strategies: int, triggered_by: str | None, as_json:
     """Start a manual run now and publish its scout.trigger."""
     from scout_tasks import service
 
-    out = publisher()
-    try:
-        run, delivered = service.trigger_run(
+    run = published(
+        "scout.trigger",
+        lambda out: service.trigger_run(
             engine(),
             given(source=source, max_strategies=max_strategies, triggered_by=triggered_by),
             out,
-        )
-    finally:
-        out.close()
-    if not delivered:
-        click.echo(
-            "warning: the broker did not confirm scout.trigger yet; "
-            "it is kept in the outbox and sent by the next tick",
-            err=True,
-        )
+        ),
+    )
     emit(run, as_json, record)
 
 
@@ -114,17 +107,9 @@ def runs_cancel(run_id: str, as_json: bool) -> None:
     """Cancel a pending or running run and publish scout.cancelled."""
     from scout_tasks import service
 
-    out = publisher()
-    try:
-        run, delivered = service.cancel_run(engine(), parse_uuid(run_id), out)
-    finally:
-        out.close()
-    if not delivered:
-        click.echo(
-            "warning: the broker did not confirm scout.cancelled yet; "
-            "it is kept in the outbox and sent by the next tick",
-            err=True,
-        )
+    run = published(
+        "scout.cancelled", lambda out: service.cancel_run(engine(), parse_uuid(run_id), out)
+    )
     emit(run, as_json, record)
 
 

@@ -72,10 +72,7 @@ def in_zone(moment: datetime | None, zone: str, now: datetime | None = None) -> 
     """
     if moment is None:
         return ""
-    try:
-        local = moment.astimezone(cron.get_zone(zone))
-    except (ValueError, LookupError):
-        local = moment.astimezone(UTC)
+    local = _local(moment, zone)
     year = "" if now is not None and local.year == now.astimezone(local.tzinfo).year else " %Y"
     text = local.strftime(f"%a {local.day} %b{year} %H:%M")
     return f"{text} {_zone_label(local)}"
@@ -85,11 +82,15 @@ def clock(moment: datetime | None, zone: str = "UTC") -> str:
     """The wall-clock time with seconds in ``zone`` (``02:59:06``), for timelines."""
     if moment is None:
         return ""
+    return _local(moment, zone).strftime("%H:%M:%S")
+
+
+def _local(moment: datetime, zone: str) -> datetime:
+    """``moment`` on ``zone``'s wall clock; an unknown zone falls back to UTC."""
     try:
-        local = moment.astimezone(cron.get_zone(zone))
+        return moment.astimezone(cron.get_zone(zone))
     except (ValueError, LookupError):
-        local = moment.astimezone(UTC)
-    return local.strftime("%H:%M:%S")
+        return moment.astimezone(UTC)
 
 
 def _zone_label(local: datetime) -> str:
