@@ -51,6 +51,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_port_free(port: int, timeout: float = 30.0) -> None:
+    """Until nothing accepts on ``port`` (or ``timeout``): a killed server's helpers may linger."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.2)
+
+
 class ServerError(RuntimeError):
     """A private server did not start or stop."""
 
@@ -138,15 +148,7 @@ class PrivatePostgres:
                 continue
         if sig == signal.SIGKILL or proc.returncode == -signal.SIGKILL:
             # Its backends outlive a SIGKILLed postmaster until they notice; wait them out.
-            self._wait_port_free()
-
-    def _wait_port_free(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) != 0:
-                    return
-            time.sleep(0.2)
+            wait_port_free(self.port)
 
 
 def rabbit_bin_dir() -> Path | None:
@@ -237,15 +239,7 @@ class PrivateRabbit:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
-        self._wait_port_free()
-
-    def _wait_port_free(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) != 0:
-                    return
-            time.sleep(0.2)
+        wait_port_free(self.port)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
