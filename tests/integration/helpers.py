@@ -1,4 +1,5 @@
-"""Helpers shared by the integration tests: plain SQL, a scratch database, the CLI.
+"""Helpers shared by the integration tests: plain SQL, a scratch database, the app's
+settings, the CLI.
 
 Nothing here fakes PostgreSQL or RabbitMQ. The TCP proxy a test puts between a
 client and a real server, to cut it at will, is ``tests.tcp_proxy.TcpProxy``.
@@ -7,11 +8,12 @@ client and a real server, to cut it at will, is ``tests.tcp_proxy.TcpProxy``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import psycopg2
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from scout_tasks.settings import Settings
 from tests.conftest import ADMIN_URL
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -82,11 +85,16 @@ def insert_due_schedules(
     engine: Engine,
     n: int,
     *,
-    cron: str = "0 * * * *",
+    cron: str = "0 12 29 2 *",
     ago: str = "5 minutes",
     prefix: str = "due",
 ) -> None:
-    """``n`` enabled schedules due ``ago``, inserted by one plain-SQL statement."""
+    """``n`` enabled schedules due ``ago``, inserted by one plain-SQL statement.
+
+    The default expression is leap-day noon, so no slot of it falls between
+    ``ago`` and now: an hourly one would, in an hour's first minutes, and the
+    planner would then rightly fire that later slot instead of the one set here.
+    """
     execute(
         engine,
         """
@@ -130,6 +138,21 @@ def empty_database() -> Iterator[str]:
         admin.close()
 
 
+# --- the app's settings ------------------------------------------------------------
+
+
+def app_settings(db_url: str, broker_url: str, exchange_name: str, /, **overrides: Any) -> Settings:
+    """Settings for an app on this test's database and exchange (no ``.env`` file read);
+    ``overrides`` may replace any of them, e.g. a broker URL nothing listens on."""
+    values = {
+        "database_url": db_url,
+        "broker_url": broker_url,
+        "exchange": exchange_name,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
 # --- the console script ---------------------------------------------------------------
 
 
@@ -152,6 +175,29 @@ def run_cli(
         cwd=cwd,
         check=False,
     )
+
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def cli_ok(result: subprocess.CompletedProcess[str]) -> str:
+    """The stdout of a command that must have succeeded, without a traceback."""
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def cli_json(result: subprocess.CompletedProcess[str]) -> Any:
+    return json.loads(cli_ok(result))
+
+
+def one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """The single stderr line of a command that must have exited with ``code``."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
 
 
 # --- the events queue -------------------------------------------------------------------

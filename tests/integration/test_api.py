@@ -10,7 +10,6 @@ import itertools
 import socket
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,9 +19,8 @@ from sqlalchemy import Engine, text
 from starlette.exceptions import StarletteDeprecationWarning
 
 from scout_tasks import cron
-from scout_tasks.api import create_app
-from scout_tasks.settings import Settings
 from tests.conftest import EventQueue
+from tests.integration.conftest import MakeClient
 from tests.integration.helpers import TRIGGER_KEYS, counts, execute, row
 
 with warnings.catch_warnings():
@@ -36,42 +34,12 @@ RUNS = "/api/scout/runs"
 TRIGGER = "/api/scout/trigger"
 TOKEN = "s3cret-token"
 
-MakeClient = Callable[..., TestClient]
-
 
 def _closed_port() -> int:
     """A local port nothing listens on (bound, then released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def make_client(db_url: str, broker_url: str, exchange_name: str) -> Iterator[MakeClient]:
-    """Clients for apps on this test's database and exchange; settings may be overridden."""
-    clients: list[TestClient] = []
-
-    def make(**overrides: Any) -> TestClient:
-        values: dict[str, Any] = {
-            "database_url": db_url,
-            "broker_url": broker_url,
-            "exchange": exchange_name,
-            "api_token": None,
-            **overrides,
-        }
-        client = TestClient(create_app(Settings(_env_file=None, **values)))  # type: ignore[call-arg]
-        client.__enter__()  # runs the lifespan, so shutdown closes the publisher
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
-
-
-@pytest.fixture
-def client(make_client: MakeClient) -> TestClient:
-    return make_client()
 
 
 def schedule_body(**overrides: Any) -> dict[str, Any]:

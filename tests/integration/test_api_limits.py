@@ -21,8 +21,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from scout_tasks.api import create_app
 from scout_tasks.api.limits import MAX_BODY_BYTES
-from scout_tasks.settings import Settings
-from tests.integration.helpers import counts
+from tests.integration.helpers import app_settings, counts
 from tests.integration.live import serve
 
 with warnings.catch_warnings():
@@ -36,25 +35,15 @@ AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 VALID = {"name": "big", "cron_expression": "0 12 * * *", "source": "s", "max_strategies": 1}
 
 
-def _settings(db_url: str, broker_url: str, exchange_name: str) -> Settings:
-    return Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        database_url=db_url,
-        broker_url=broker_url,
-        exchange=exchange_name,
-        api_token=TOKEN,
-    )
-
-
 @pytest.fixture
 def live_url(db_url: str, broker_url: str, exchange_name: str) -> Iterator[str]:
-    with serve(create_app(_settings(db_url, broker_url, exchange_name))) as url:
+    with serve(create_app(app_settings(db_url, broker_url, exchange_name, api_token=TOKEN))) as url:
         yield url
 
 
 @pytest.fixture
 def client(db_url: str, broker_url: str, exchange_name: str) -> Iterator[TestClient]:
-    app = create_app(_settings(db_url, broker_url, exchange_name))
+    app = create_app(app_settings(db_url, broker_url, exchange_name, api_token=TOKEN))
     with TestClient(app, headers=AUTH) as test_client:
         yield test_client
 
@@ -178,7 +167,7 @@ def test_the_limit_applies_before_authentication(
     db_url: str, broker_url: str, exchange_name: str, engine: Engine
 ) -> None:
     """An anonymous caller cannot make the server read a large body either."""
-    app = create_app(_settings(db_url, broker_url, exchange_name))
+    app = create_app(app_settings(db_url, broker_url, exchange_name, api_token=TOKEN))
     with TestClient(app) as anonymous:
         big = anonymous.post(TRIGGER, content=b"x" * (MAX_BODY_BYTES + 1))
         small = anonymous.post(TRIGGER, content=b"{}")

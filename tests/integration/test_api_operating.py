@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,9 +15,8 @@ import pytest
 from sqlalchemy import Engine
 from starlette.exceptions import StarletteDeprecationWarning
 
-from scout_tasks.api import create_app
-from scout_tasks.settings import Settings
 from tests.conftest import EventQueue
+from tests.integration.conftest import MakeClient
 from tests.integration.helpers import TRIGGER_KEYS, counts, execute, row
 
 with warnings.catch_warnings():
@@ -27,35 +25,6 @@ with warnings.catch_warnings():
 
 SCHEDULES = "/api/scout/schedules"
 TOKEN = "operating-token"
-
-MakeClient = Callable[..., TestClient]
-
-
-@pytest.fixture
-def make_client(db_url: str, broker_url: str, exchange_name: str) -> Iterator[MakeClient]:
-    clients: list[TestClient] = []
-
-    def make(**overrides: Any) -> TestClient:
-        values: dict[str, Any] = {
-            "database_url": db_url,
-            "broker_url": broker_url,
-            "exchange": exchange_name,
-            "api_token": None,
-            **overrides,
-        }
-        client = TestClient(create_app(Settings(_env_file=None, **values)))  # type: ignore[call-arg]
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
-
-
-@pytest.fixture
-def client(make_client: MakeClient) -> TestClient:
-    return make_client()
 
 
 def create(client: TestClient, **overrides: Any) -> dict[str, Any]:

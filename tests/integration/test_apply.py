@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +15,21 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from scout_tasks import apply, service
 from scout_tasks.api import create_app
-from scout_tasks.settings import Settings
-from tests.integration.helpers import count, execute, row, rows, run_cli, scalar
+from tests.integration.helpers import (
+    Cli,
+    app_settings,
+    cli_ok,
+    count,
+    execute,
+    one_error_line,
+    row,
+    rows,
+    scalar,
+)
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from fastapi.testclient import TestClient
-
-Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def _entry(name: str, **fields: Any) -> dict[str, Any]:
@@ -37,38 +42,10 @@ def _entry(name: str, **fields: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def cli(db_url: str, broker_url: str, exchange_name: str, tmp_path: Path) -> Cli:
-    env = {
-        "SCOUT_DATABASE_URL": db_url,
-        "SCOUT_BROKER_URL": broker_url,
-        "SCOUT_EXCHANGE": exchange_name,
-    }
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return run_cli(*args, env=env, cwd=tmp_path)
-
-    return run
-
-
 def _write(tmp_path: Path, entries: list[dict[str, Any]], name: str = "s.yaml") -> str:
     path = tmp_path / name
     path.write_text(yaml.safe_dump({"schedules": entries}, sort_keys=False))
     return str(path)
-
-
-def _ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    return result.stdout
-
-
-def _refused(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 def _history(engine: Engine) -> int:
@@ -81,7 +58,7 @@ def test_apply_creates_updates_prunes_and_is_idempotent(
     service.create_schedule(engine, _entry("by-hand"))
     first = _write(tmp_path, [_entry("a"), _entry("b", jitter_seconds=30, enabled=False)])
 
-    out = _ok(cli("schedules", "apply", "-f", first, "--actor", "deploy-bot"))
+    out = cli_ok(cli("schedules", "apply", "-f", first, "--actor", "deploy-bot"))
 
     assert out.splitlines()[:2] == ["+ a", "+ b"]
     created = row(engine, "SELECT * FROM scout_schedules WHERE name = 'b'")
@@ -104,7 +81,7 @@ def test_apply_creates_updates_prunes_and_is_idempotent(
 
     # Same file again: all "=", nothing written, no history.
     before = _history(engine)
-    again = _ok(cli("schedules", "apply", "-f", first))
+    again = cli_ok(cli("schedules", "apply", "-f", first))
     assert again.splitlines()[:2] == ["= a", "= b"]
     assert "no changes" in again
     assert _history(engine) == before
@@ -113,7 +90,7 @@ def test_apply_creates_updates_prunes_and_is_idempotent(
     second = _write(
         tmp_path, [_entry("b", jitter_seconds=45, enabled=True), _entry("by-hand")], "t.yaml"
     )
-    plan = json.loads(_ok(cli("schedules", "apply", "-f", second, "--prune", "--json")))
+    plan = json.loads(cli_ok(cli("schedules", "apply", "-f", second, "--prune", "--json")))
     assert [(p["action"], p["name"]) for p in plan] == [
         ("update", "b"),
         ("unchanged", "by-hand"),
@@ -127,7 +104,7 @@ def test_apply_creates_updates_prunes_and_is_idempotent(
 
     # Pruning with an empty file deletes what apply wrote, never the rest.
     empty = _write(tmp_path, [], "empty.yaml")
-    assert _ok(cli("schedules", "apply", "-f", empty, "--prune")).splitlines()[0] == "- b"
+    assert cli_ok(cli("schedules", "apply", "-f", empty, "--prune")).splitlines()[0] == "- b"
     assert [r["name"] for r in rows(engine, "SELECT name FROM scout_schedules")] == ["by-hand"]
 
 
@@ -138,7 +115,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
     path = _write(tmp_path, [_entry("a"), _entry("new")])
     before = _history(engine)
 
-    out = _ok(cli("schedules", "apply", "-f", path, "--dry-run"))
+    out = cli_ok(cli("schedules", "apply", "-f", path, "--dry-run"))
 
     assert out.splitlines() == [
         "~ a  max_strategies: 3 -> 10, managed_by: null -> apply",
@@ -189,7 +166,7 @@ def test_a_bad_file_exits_2_with_one_line_and_writes_nothing(
     before = rows(engine, "SELECT * FROM scout_schedules")
     history = _history(engine)
 
-    line = _refused(cli("schedules", "apply", "-f", str(path), "--prune"))
+    line = one_error_line(cli("schedules", "apply", "-f", str(path), "--prune"), 2)
 
     assert words in line
     assert rows(engine, "SELECT * FROM scout_schedules") == before
@@ -197,7 +174,8 @@ def test_a_bad_file_exits_2_with_one_line_and_writes_nothing(
 
 
 def test_a_missing_file_names_the_file(cli: Cli, tmp_path: Path) -> None:
-    assert "file: cannot read" in _refused(cli("schedules", "apply", "-f", str(tmp_path / "no")))
+    missing = cli("schedules", "apply", "-f", str(tmp_path / "no"))
+    assert "file: cannot read" in one_error_line(missing, 2)
 
 
 def test_a_failure_while_writing_rolls_every_step_back(engine: Engine) -> None:
@@ -249,30 +227,28 @@ def test_export_round_trips_with_no_change(cli: Cli, engine: Engine, tmp_path: P
     service.create_schedule(engine, _entry("off", enabled=False, cron_expression="@hourly"))
     service.pause(engine, "tricky: 'name' # x", reason="agents down")
     out = tmp_path / "export.yaml"
-    _ok(cli("schedules", "export", "-o", str(out)))
+    cli_ok(cli("schedules", "export", "-o", str(out)))
     before = rows(engine, "SELECT * FROM scout_schedules ORDER BY name")
     history = _history(engine)
 
-    plan = json.loads(_ok(cli("schedules", "apply", "-f", str(out), "--json")))
+    plan = json.loads(cli_ok(cli("schedules", "apply", "-f", str(out), "--json")))
 
     assert [p["action"] for p in plan] == ["unchanged", "unchanged"]
     assert rows(engine, "SELECT * FROM scout_schedules ORDER BY name") == before
     assert _history(engine) == history
     # And stdout carries the same document; --json too, which apply reads as well.
-    assert yaml.safe_load(_ok(cli("schedules", "export"))) == yaml.safe_load(out.read_text())
+    assert yaml.safe_load(cli_ok(cli("schedules", "export"))) == yaml.safe_load(out.read_text())
     as_json = tmp_path / "export.json"
-    _ok(cli("schedules", "export", "--json", "-o", str(as_json)))
+    cli_ok(cli("schedules", "export", "--json", "-o", str(as_json)))
     assert json.loads(as_json.read_text()) == yaml.safe_load(out.read_text())
-    again = json.loads(_ok(cli("schedules", "apply", "-f", str(as_json), "--json")))
+    again = json.loads(cli_ok(cli("schedules", "apply", "-f", str(as_json), "--json")))
     assert [p["action"] for p in again] == ["unchanged", "unchanged"]
 
 
 def test_http_apply_returns_the_plan_and_refuses_like_the_cli(
     db_url: str, broker_url: str, exchange_name: str, engine: Engine
 ) -> None:
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, database_url=db_url, broker_url=broker_url, exchange=exchange_name
-    )
+    settings = app_settings(db_url, broker_url, exchange_name)
     with TestClient(create_app(settings)) as client:
         url = "/api/scout/schedules/apply"
         body = {"schedules": [_entry("h1"), _entry("h2")]}

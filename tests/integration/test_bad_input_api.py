@@ -27,11 +27,10 @@ from sqlalchemy import Engine
 from starlette.exceptions import StarletteDeprecationWarning
 
 from scout_tasks.api import create_app
-from scout_tasks.settings import Settings
 from tests import badinput, reliability
 from tests.badinput import Good, RawBody
 from tests.conftest import EventQueue
-from tests.integration.helpers import counts, execute, row
+from tests.integration.helpers import app_settings, counts, execute, row
 
 with warnings.catch_warnings():
     # Starlette >= 1.0 prefers httpx2 and warns when it falls back to httpx (as test_api.py).
@@ -47,13 +46,7 @@ JSON = {"Content-Type": "application/json"}
 
 @pytest.fixture
 def client(db_url: str, broker_url: str, exchange_name: str) -> Iterator[TestClient]:
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        database_url=db_url,
-        broker_url=broker_url,
-        exchange=exchange_name,
-        api_token=TOKEN,
-    )
+    settings = app_settings(db_url, broker_url, exchange_name, api_token=TOKEN)
     # A 5xx must come back as a response to count, not as an exception in the test.
     with TestClient(
         create_app(settings),

@@ -2,60 +2,32 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine
 
 from scout_tasks import service
 from scout_tasks.tables import runs as runs_table
 from scout_tasks.tables import schedules as schedules_table
-from tests.integration.helpers import count, counts, row, run_cli
-
-Cli = Callable[..., subprocess.CompletedProcess[str]]
+from tests.integration.helpers import (
+    Cli,
+    cli_json,
+    cli_ok,
+    count,
+    counts,
+    one_error_line,
+    row,
+    rows,
+)
 
 # The columns, like the API's object, plus the expression in plain English.
 SCHEDULE_KEYS = {c.name for c in schedules_table.c} | {"cron_description"}
 RUN_KEYS = {c.name for c in runs_table.c}
-
-
-@pytest.fixture
-def cli(db_url: str, broker_url: str, exchange_name: str, tmp_path: Path) -> Cli:
-    env = {
-        "SCOUT_DATABASE_URL": db_url,
-        "SCOUT_BROKER_URL": broker_url,
-        "SCOUT_EXCHANGE": exchange_name,
-    }
-
-    def run(*args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
-        return run_cli(*args, env={**env, **overrides}, cwd=tmp_path)
-
-    return run
-
-
-def _ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
-    assert "Traceback" not in result.stderr
-    return result.stdout
-
-
-def _json(result: subprocess.CompletedProcess[str]) -> Any:
-    return json.loads(_ok(result))
-
-
-def _one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
+NO_BROKER = "amqp://guest:guest@127.0.0.1:1/"
 
 
 def _parallel(cli: Cli, *commands: list[str]) -> list[subprocess.CompletedProcess[str]]:
@@ -88,11 +60,11 @@ def _add_args(name: str) -> list[str]:
 
 
 def test_add_human_and_json(cli: Cli, engine: Engine) -> None:
-    human = _ok(cli(*_add_args("Daily Scout Run")))
+    human = cli_ok(cli(*_add_args("Daily Scout Run")))
     assert "Daily Scout Run" in human
     assert "next_run_at" in human
 
-    created = _json(
+    created = cli_json(
         cli(
             *ADD,
             "Tokyo morning",
@@ -123,7 +95,7 @@ def test_add_human_and_json(cli: Cli, engine: Engine) -> None:
 
 
 def test_add_disabled(cli: Cli) -> None:
-    created = _json(cli(*_add_args("off"), "--disabled", "--json"))
+    created = cli_json(cli(*_add_args("off"), "--disabled", "--json"))
     assert created["enabled"] is False
     assert created["next_run_at"] is None
 
@@ -201,42 +173,42 @@ def test_list_show_enable_disable_rm(cli: Cli, engine: Engine) -> None:
         ["schedules", "show", str(a["id"]), "--json"],
     )
 
-    listed = _json(listed)
+    listed = cli_json(listed)
     assert [s["name"] for s in listed] == ["alpha", "beta"]
     for item in listed:
         assert set(item) == SCHEDULE_KEYS
         _check_timestamps(item, schedules_table.c)
-    assert "alpha" in _ok(human)
-    by_name, by_id = _json(by_name), _json(by_id)
+    assert "alpha" in cli_ok(human)
+    by_name, by_id = cli_json(by_name), cli_json(by_id)
     assert by_name == by_id
     assert by_name["id"] == str(a["id"])
     assert _instant(by_name["next_run_at"]) == a["next_run_at"]
 
-    disabled = _json(cli("schedules", "disable", "alpha", "--json"))
+    disabled = cli_json(cli("schedules", "disable", "alpha", "--json"))
     assert disabled["enabled"] is False
     assert disabled["next_run_at"] is None
     assert row(engine, "SELECT enabled FROM scout_schedules WHERE name = 'alpha'") == {
         "enabled": False
     }
 
-    enabled = _json(cli("schedules", "enable", str(a["id"]), "--json"))
+    enabled = cli_json(cli("schedules", "enable", str(a["id"]), "--json"))
     assert enabled["enabled"] is True
     assert _instant(enabled["next_run_at"]) > datetime.now(UTC)
 
-    _ok(cli("schedules", "rm", "alpha", "--json"))
+    cli_ok(cli("schedules", "rm", "alpha", "--json"))
     remaining, gone = _parallel(
         cli, ["schedules", "list", "--json"], ["schedules", "show", "alpha"]
     )
 
-    assert [s["name"] for s in _json(remaining)] == ["beta"]
-    assert "alpha" in _one_error_line(gone, 2)
+    assert [s["name"] for s in cli_json(remaining)] == ["beta"]
+    assert "alpha" in one_error_line(gone, 2)
 
 
 # --- trigger and runs ------------------------------------------------------------------------
 
 
 def test_trigger_runs_list_show_cancel(cli: Cli, engine: Engine, event_queue) -> None:
-    run = _json(cli("trigger", "--source", "stratninja", "--max-strategies", "7", "--json"))
+    run = cli_json(cli("trigger", "--source", "stratninja", "--max-strategies", "7", "--json"))
 
     assert set(run) == RUN_KEYS
     _check_timestamps(run, runs_table.c)
@@ -256,13 +228,13 @@ def test_trigger_runs_list_show_cancel(cli: Cli, engine: Engine, event_queue) ->
         cli, ["runs", "list", "--json"], ["runs", "list"], ["runs", "show", run["id"], "--json"]
     )
 
-    listed = _json(listed)
+    listed = cli_json(listed)
     assert [r["id"] for r in listed] == [run["id"]]
     assert set(listed[0]) == RUN_KEYS
-    assert run["id"] in _ok(human)
-    assert _json(shown) == run
+    assert run["id"] in cli_ok(human)
+    assert cli_json(shown) == run
 
-    cancelled = _json(cli("runs", "cancel", run["id"], "--json"))
+    cancelled = cli_json(cli("runs", "cancel", run["id"], "--json"))
     assert cancelled["status"] == "cancelled"
     _instant(cancelled["completed_at"])
     events = event_queue.get(timeout=10)
@@ -271,9 +243,9 @@ def test_trigger_runs_list_show_cancel(cli: Cli, engine: Engine, event_queue) ->
 
     again, bad_id = _parallel(cli, ["runs", "cancel", run["id"]], ["runs", "show", "not-a-uuid"])
 
-    assert "cancelled" in _one_error_line(again, 2)
+    assert "cancelled" in one_error_line(again, 2)
     assert event_queue.get(timeout=0.5) == []
-    assert "id" in _one_error_line(bad_id, 2)
+    assert "id" in one_error_line(bad_id, 2)
 
 
 def test_trigger_refusals_write_nothing(cli: Cli, engine: Engine) -> None:
@@ -284,7 +256,7 @@ def test_trigger_refusals_write_nothing(cli: Cli, engine: Engine) -> None:
         results = list(pool.map(attempt, ["0", "1001"]))
 
     for result in results:
-        assert "max_strategies" in _one_error_line(result, 2)
+        assert "max_strategies" in one_error_line(result, 2)
     assert counts(engine) == {"scout_schedules": 0, "scout_runs": 0, "scout_outbox": 0}
 
 
@@ -296,22 +268,34 @@ def test_trigger_with_the_broker_down_keeps_the_event(cli: Cli, engine: Engine) 
         "--max-strategies",
         "3",
         "--json",
-        SCOUT_BROKER_URL="amqp://guest:guest@127.0.0.1:1/",
+        SCOUT_BROKER_URL=NO_BROKER,
     )
 
-    run = _json(result)
+    run = cli_json(result)
     warning = result.stderr.strip().splitlines()
     assert len(warning) == 1
-    assert "outbox" in warning[0]
+    assert "scout.trigger" in warning[0] and "outbox" in warning[0]
     kept = row(engine, "SELECT run_id FROM scout_outbox")
     assert str(kept["run_id"]) == run["id"]
+
+
+def test_cancel_with_the_broker_down_keeps_the_event(cli: Cli, engine: Engine) -> None:
+    made, _ = service.trigger_run(engine, {"source": "stratninja", "max_strategies": 3}, None)
+    result = cli("runs", "cancel", str(made["id"]), "--json", SCOUT_BROKER_URL=NO_BROKER)
+
+    assert cli_json(result)["status"] == "cancelled"
+    warning = result.stderr.strip().splitlines()
+    assert len(warning) == 1
+    assert "scout.cancelled" in warning[0] and "outbox" in warning[0]
+    kept = rows(engine, "SELECT routing_key FROM scout_outbox WHERE run_id = :id", id=made["id"])
+    assert "scout.cancelled" in {k["routing_key"] for k in kept}
 
 
 # --- cron next -----------------------------------------------------------------------------
 
 
 def test_cron_next_across_the_fall_back_night(cli: Cli) -> None:
-    out = _ok(
+    out = cli_ok(
         cli(
             "cron",
             "next",
@@ -332,7 +316,7 @@ def test_cron_next_across_the_fall_back_night(cli: Cli) -> None:
 
 
 def test_cron_next_refuses_a_bad_expression(cli: Cli) -> None:
-    line = _one_error_line(cli("cron", "next", "0 0 30 2 *"), 2)
+    line = one_error_line(cli("cron", "next", "0 0 30 2 *"), 2)
     assert "cron" in line
 
 
@@ -343,5 +327,5 @@ def test_an_unreachable_database_is_one_line_and_exit_1(cli: Cli) -> None:
     result = cli(
         "schedules", "list", SCOUT_DATABASE_URL="postgresql+psycopg2://postgres@127.0.0.1:1/x"
     )
-    line = _one_error_line(result, 1)
+    line = one_error_line(result, 1)
     assert "database" in line

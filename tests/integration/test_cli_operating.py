@@ -3,51 +3,18 @@
 from __future__ import annotations
 
 import getpass
-import json
-import subprocess
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 
 from tests.conftest import EventQueue
-from tests.integration.helpers import counts, execute, row, run_cli
-
-Cli = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def cli(db_url: str, broker_url: str, exchange_name: str, tmp_path: Path) -> Cli:
-    env = {
-        "SCOUT_DATABASE_URL": db_url,
-        "SCOUT_BROKER_URL": broker_url,
-        "SCOUT_EXCHANGE": exchange_name,
-    }
-
-    def run(*args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
-        return run_cli(*args, env={**env, **overrides}, cwd=tmp_path)
-
-    return run
-
-
-def _json(result: subprocess.CompletedProcess[str]) -> Any:
-    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
-    return json.loads(result.stdout)
-
-
-def _one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
+from tests.integration.helpers import Cli, cli_json, counts, execute, one_error_line, row
 
 
 @pytest.fixture
 def daily(cli: Cli) -> dict[str, Any]:
-    return _json(  # type: ignore[no-any-return]
+    return cli_json(  # type: ignore[no-any-return]
         cli(
             "schedules",
             "add",
@@ -67,18 +34,18 @@ def daily(cli: Cli) -> dict[str, Any]:
 
 def test_show_and_list_carry_the_cron_description(cli: Cli, daily: dict[str, Any]) -> None:
     assert daily["cron_description"] == "At 09:00, Monday through Friday"
-    shown = _json(cli("schedules", "show", "Daily Scout Run", "--json"))
+    shown = cli_json(cli("schedules", "show", "Daily Scout Run", "--json"))
     assert shown["cron_description"] == "At 09:00, Monday through Friday"
     text = cli("schedules", "show", "Daily Scout Run").stdout
     assert "cron_description" in text and "At 09:00, Monday through Friday" in text
-    listed = _json(cli("schedules", "list", "--json"))
+    listed = cli_json(cli("schedules", "list", "--json"))
     assert [s["cron_description"] for s in listed] == ["At 09:00, Monday through Friday"]
 
 
 def test_run_now_by_name_publishes_a_manual_run_of_the_schedule(
     cli: Cli, daily: dict[str, Any], event_queue: EventQueue
 ) -> None:
-    run = _json(cli("schedules", "run", "Daily Scout Run", "--actor", "dana", "--json"))
+    run = cli_json(cli("schedules", "run", "Daily Scout Run", "--actor", "dana", "--json"))
     assert run["schedule_id"] == daily["id"]
     assert (run["trigger_type"], run["scheduled_for"], run["triggered_by"]) == (
         "manual",
@@ -88,24 +55,24 @@ def test_run_now_by_name_publishes_a_manual_run_of_the_schedule(
     [event] = event_queue.get(count=1)
     assert (event.routing_key, event.body["run_id"]) == ("scout.trigger", run["id"])
     assert event.body["schedule_id"] == daily["id"]
-    by_id = _json(cli("schedules", "run", daily["id"], "--json"))
+    by_id = cli_json(cli("schedules", "run", daily["id"], "--json"))
     assert by_id["schedule_id"] == daily["id"]
 
 
 def test_pause_resume_and_history_name_the_login_or_the_actor(
     cli: Cli, engine: Engine, daily: dict[str, Any]
 ) -> None:
-    paused = _json(
+    paused = cli_json(
         cli("schedules", "pause", "Daily Scout Run", "--reason", "vendor outage", "--json")
     )
     assert (paused["enabled"], paused["paused_reason"]) == (False, "vendor outage")
     assert paused["paused_by"] == getpass.getuser()
     assert paused["cron_description"] == "At 09:00, Monday through Friday"
-    resumed = _json(cli("schedules", "resume", "Daily Scout Run", "--actor", "erin", "--json"))
+    resumed = cli_json(cli("schedules", "resume", "Daily Scout Run", "--actor", "erin", "--json"))
     assert (resumed["enabled"], resumed["paused_reason"]) == (True, None)
     execute(engine, "UPDATE scout_schedules SET max_strategies = 3 WHERE id = :id", id=daily["id"])
 
-    history = _json(cli("schedules", "history", "Daily Scout Run", "--json"))
+    history = cli_json(cli("schedules", "history", "Daily Scout Run", "--json"))
     assert [(h["action"], h["actor"]) for h in history][1:] == [
         ("resume", "erin"),
         ("pause", getpass.getuser()),
@@ -122,9 +89,9 @@ def test_pause_without_a_usable_reason_is_one_line_exit_2_and_writes_nothing(
     cli: Cli, engine: Engine, daily: dict[str, Any]
 ) -> None:
     before = counts(engine)
-    line = _one_error_line(cli("schedules", "pause", "Daily Scout Run", "--reason", ""), 2)
+    line = one_error_line(cli("schedules", "pause", "Daily Scout Run", "--reason", ""), 2)
     assert "reason" in line
-    line = _one_error_line(cli("schedules", "pause", "Daily Scout Run", "--reason", "x" * 501), 2)
+    line = one_error_line(cli("schedules", "pause", "Daily Scout Run", "--reason", "x" * 501), 2)
     assert "reason" in line
     assert counts(engine) == before
     assert row(engine, "SELECT enabled FROM scout_schedules WHERE id = :id", id=daily["id"])[
@@ -139,8 +106,8 @@ def test_unknown_schedules_and_bad_actors_are_exit_2(cli: Cli, daily: dict[str, 
         ("schedules", "resume", "nope"),
         ("schedules", "history", "nope"),
     ):
-        assert "nope" in _one_error_line(cli(*args), 2), args
-    line = _one_error_line(
+        assert "nope" in one_error_line(cli(*args), 2), args
+    line = one_error_line(
         cli("schedules", "pause", "Daily Scout Run", "--reason", "x", "--actor", "a\tb"), 2
     )
     assert "actor" in line

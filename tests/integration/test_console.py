@@ -11,7 +11,6 @@ import html
 import re
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,9 +18,8 @@ from sqlalchemy import Engine
 from starlette.exceptions import StarletteDeprecationWarning
 
 from scout_tasks import service
-from scout_tasks.api import create_app
-from scout_tasks.settings import Settings
 from tests.conftest import EventQueue
+from tests.integration.conftest import MakeClient
 from tests.integration.helpers import counts, execute, row, scalar
 
 with warnings.catch_warnings():
@@ -29,35 +27,6 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 TOKEN = "console-token"
-MakeClient = Callable[..., TestClient]
-
-
-@pytest.fixture
-def make_client(db_url: str, broker_url: str, exchange_name: str) -> Iterator[MakeClient]:
-    clients: list[TestClient] = []
-
-    def make(**overrides: Any) -> TestClient:
-        values: dict[str, Any] = {
-            "database_url": db_url,
-            "broker_url": broker_url,
-            "exchange": exchange_name,
-            "api_token": None,
-            **overrides,
-        }
-        app = create_app(Settings(_env_file=None, **values))  # type: ignore[call-arg]
-        client = TestClient(app, base_url="http://testserver", follow_redirects=True)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
-
-
-@pytest.fixture
-def client(make_client: MakeClient) -> TestClient:
-    return make_client()
 
 
 def add(engine: Engine, name: str = "Daily Scout Run", **overrides: Any) -> dict[str, Any]:

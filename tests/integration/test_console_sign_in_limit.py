@@ -19,8 +19,7 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from scout_tasks.api import create_app
 from scout_tasks.console.throttle import FailureLimit
-from scout_tasks.settings import Settings
-from tests.integration.helpers import counts
+from tests.integration.helpers import app_settings, counts
 from tests.integration.test_console import TOKEN, add, banner, csrf_of, text_of
 
 with warnings.catch_warnings():
@@ -32,14 +31,7 @@ GUESSER, OPERATOR = "203.0.113.5", "198.51.100.7"
 
 @pytest.fixture
 def app(db_url: str, broker_url: str, exchange_name: str) -> Iterator[FastAPI]:
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        database_url=db_url,
-        broker_url=broker_url,
-        exchange=exchange_name,
-        api_token=TOKEN,
-    )
-    made = create_app(settings)
+    made = create_app(app_settings(db_url, broker_url, exchange_name, api_token=TOKEN))
     # One client runs the app's lifespan, so its engine is closed afterwards.
     with TestClient(made, base_url="http://testserver"):
         yield made

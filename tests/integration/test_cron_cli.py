@@ -7,46 +7,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine
 
-from tests.integration.helpers import count, row, run_cli
-
-Cli = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def cli(db_url: str, broker_url: str, exchange_name: str, tmp_path: Path) -> Cli:
-    env = {
-        "SCOUT_DATABASE_URL": db_url,
-        "SCOUT_BROKER_URL": broker_url,
-        "SCOUT_EXCHANGE": exchange_name,
-    }
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return run_cli(*args, env=env, cwd=tmp_path)
-
-    return run
-
-
-def _ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}: {result.stderr}"
-    assert "Traceback" not in result.stderr
-    return result.stdout
+from tests.integration.helpers import Cli, cli_ok, count, one_error_line, row
 
 
 def _refused(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "cron" in lines[0]
-    return lines[0]
+    line = one_error_line(result, 2)
+    assert "cron" in line
+    return line
 
 
 @pytest.mark.parametrize(
@@ -71,7 +44,7 @@ def _refused(result: subprocess.CompletedProcess[str]) -> str:
     ],
 )  # fmt: skip
 def test_cron_next(cli: Cli, expr: str, zone: str, after: str, expected: list[str]) -> None:
-    out = _ok(
+    out = cli_ok(
         cli("cron", "next", expr, "--timezone", zone, "--after", after, "-n", str(len(expected)))
     )
     assert out.splitlines() == expected
@@ -102,7 +75,7 @@ def test_cron_next_at_the_end_of_the_calendar_prints_what_exists(cli: Cli) -> No
             "before the calendar ends in 9999"
         ]
     # Fewer than N: those that exist, exit 0.
-    out = _ok(cli("cron", "next", "@hourly", "--after", "9999-12-31T21:30:00Z", "-n", "5"))
+    out = cli_ok(cli("cron", "next", "@hourly", "--after", "9999-12-31T21:30:00Z", "-n", "5"))
     assert out.splitlines() == ["9999-12-31T22:00:00+00:00", "9999-12-31T23:00:00+00:00"]
 
 
@@ -114,7 +87,7 @@ def _add(cli: Cli, name: str, expr: str, *extra: str) -> subprocess.CompletedPro
 
 
 def test_schedules_add_keeps_the_nickname(cli: Cli, engine: Engine) -> None:
-    created = json.loads(_ok(_add(cli, "hourly", "@hourly", "--json")))
+    created = json.loads(cli_ok(_add(cli, "hourly", "@hourly", "--json")))
     assert created["cron_expression"] == "@hourly"
     next_run = datetime.fromisoformat(created["next_run_at"])
     assert next_run > datetime.now(UTC)
@@ -123,11 +96,11 @@ def test_schedules_add_keeps_the_nickname(cli: Cli, engine: Engine) -> None:
         "cron_expression": "@hourly"
     }
 
-    riga = json.loads(_ok(_add(cli, "riga", "@daily", "--timezone", "Europe/Riga", "--json")))
+    riga = json.loads(cli_ok(_add(cli, "riga", "@daily", "--timezone", "Europe/Riga", "--json")))
     local = datetime.fromisoformat(riga["next_run_at"]).astimezone(ZoneInfo("Europe/Riga"))
     assert (local.hour, local.minute) == (0, 0)
 
-    listed = json.loads(_ok(cli("schedules", "list", "--json")))
+    listed = json.loads(cli_ok(cli("schedules", "list", "--json")))
     assert sorted(s["cron_expression"] for s in listed) == ["@daily", "@hourly"]
 
 

@@ -32,8 +32,8 @@ from sqlalchemy import Engine
 
 from scout_tasks import service
 from scout_tasks.api import create_app
-from scout_tasks.settings import Settings
 from tests import reliability
+from tests.integration.helpers import app_settings
 
 SUITE = "fuzz_api"
 TOKEN = "fuzz-token"
@@ -100,14 +100,7 @@ def _fuzz(
 def test_no_operation_answers_with_a_server_error(
     db_url: str, broker_url: str, exchange_name: str, engine: Engine
 ) -> None:
-    settings_ = Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        database_url=db_url,
-        broker_url=broker_url,
-        exchange=exchange_name,
-        api_token=TOKEN,
-    )
-    app = create_app(settings_)
+    app = create_app(app_settings(db_url, broker_url, exchange_name, api_token=TOKEN))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
 
