@@ -4,19 +4,23 @@ retention (``runs prune``), and the warning of an API open to the network.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import kombu
 import psycopg2
 import pytest
 from sqlalchemy import Engine, text
@@ -508,38 +512,61 @@ def test_the_api_does_not_warn_on_loopback_or_with_a_token(
     assert "SCOUT_API_TOKEN" not in err.read_text()
 
 
+# One fire task, run as a pool process runs it; it prints its result, whether the
+# hand-over was still being sent when the task was done, and the tasks' warnings.
+_FIRE_ONCE = """
+import json, logging, threading
+from scout_tasks import tasks
+
+actions = []
+
+class Keep(logging.Handler):
+    def emit(self, record):
+        actions.append(getattr(record, "action", None))
+
+logging.getLogger("scout_tasks.tasks").addHandler(Keep(logging.WARNING))
+result = tasks._fire("2026-11-30T00:00:00+00:00", "fire")
+handing = [t for t in threading.enumerate() if t.name == "scout-fan-out"]
+for thread in handing:
+    thread.join(timeout=30)
+print(json.dumps({"result": result, "still_handing": bool(handing), "actions": actions}))
+"""
+
+
 def test_a_hand_over_that_cannot_be_sent_leaves_the_burst_to_this_process(
-    engine: Engine,
-    monkeypatch: pytest.MonkeyPatch,
-    db_url: str,
-    publisher: Any,
-    event_queue: Any,
-    caplog: Any,
-) -> None:
-    """Celery's own broker connection refusing the fan-out task fails nothing: every run is made."""
-    from scout_tasks import tasks
+    engine: Engine, db_url: str, broker_url: str, exchange_name: str, event_queue: Any,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Celery's own broker refusing the fan-out task fails nothing: every run is made."""
+    insert_due_schedules(engine, 25)
+    task_queue = f"scout-test-tasks-{uuid.uuid4().hex[:10]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCOUT_", "CELERY_"))}
+    env.update(
+        SCOUT_DATABASE_URL=db_url,
+        # The events' broker is the real one ...
+        SCOUT_BROKER_URL=broker_url,
+        SCOUT_EXCHANGE=exchange_name,
+        SCOUT_FIRE_BATCH_SIZE="10",
+        # ... Celery's own (the hand-over's) a port nothing listens on. Celery reads
+        # this variable before any setting, so scout-tasks' defaults cannot hide it.
+        CELERY_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{closed_port()}//",
+        # Should the hand-over reach a broker after all, it lands in a queue of this test's.
+        SCOUT_TASK_QUEUE=task_queue,
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _FIRE_ONCE],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        with kombu.Connection(broker_url) as conn, contextlib.suppress(Exception):
+            conn.default_channel.queue_delete(task_queue)
 
-    insert_due_schedules(engine, 25, cron="0 0 1 1 *")
-    settings = Settings(_env_file=None, database_url=db_url, fire_batch_size=10)  # type: ignore[call-arg]
-    monkeypatch.setattr(tasks, "get_settings", lambda: settings)
-    monkeypatch.setattr(tasks.db, "get_engine", lambda: engine)
-    monkeypatch.setattr(tasks, "process_publisher", lambda: publisher)
-
-    def refused(*_args: Any, **_kwargs: Any) -> None:
-        raise ConnectionRefusedError(111, "Connection refused")
-
-    # The send itself is what fails here (as with a broker gone between two batches);
-    # the database and the events' broker are the real ones.
-    monkeypatch.setattr(tasks, "_send_fire", refused)
-    with caplog.at_level("WARNING", logger="scout_tasks.tasks"):
-        result = tasks._fire("2026-11-30T00:00:00+00:00", "fire")
-        # The hand-over is sent from its own thread.
-        deadline = time.monotonic() + 5
-        while not caplog.records and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-    assert result["runs"] == 25
-    assert result["published"] == 25
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["actions"] == ["fire.fan_out_failed"], done.stderr
+    assert (out["result"]["runs"], out["result"]["published"]) == (25, 25)
     assert count(engine, "scout_runs") == 25
-    handed = [r.action for r in caplog.records if r.name == "scout_tasks.tasks"]  # type: ignore[attr-defined]
-    assert handed == ["fire.fan_out_failed"]
+    assert len(event_queue.get(count=25, timeout=10)) == 25
+    # kombu tries a refused broker for a few seconds; the burst did not wait for that.
+    assert out["still_handing"] is True
