@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,16 +40,53 @@ TEMPLATE = f"scout_test_template_{os.getpid()}"
 RESTART_SERVERS = "SCOUT_TEST_RESTART_SERVERS"
 
 
+def _parallel_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")  # set by pytest-xdist in its worker processes
+
+
+def _parallel_controller(config: pytest.Config) -> bool:
+    return config.pluginmanager.has_plugin("dsession")  # pytest-xdist's scheduler
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the ``restart`` tests unless asked: a workstation's servers serve others too."""
-    if os.environ.get(RESTART_SERVERS) == "1":
+    """Skip the ``restart`` tests unless asked: a workstation's servers serve others too.
+
+    When asked and the suite runs in parallel, the parallel workers leave them
+    out: a restart would pull the servers from under the other workers' tests.
+    The controller runs them alone once the workers are done (see
+    :func:`pytest_sessionfinish`).
+    """
+    restarts = [item for item in items if item.get_closest_marker("restart") is not None]
+    if not restarts:
         return
-    skip = pytest.mark.skip(
-        reason=f"restarts the machine's PostgreSQL/RabbitMQ; set {RESTART_SERVERS}=1 to run it"
-    )
-    for item in items:
-        if item.get_closest_marker("restart") is not None:
+    if os.environ.get(RESTART_SERVERS) != "1":
+        skip = pytest.mark.skip(
+            reason=f"restarts the machine's PostgreSQL/RabbitMQ; set {RESTART_SERVERS}=1 to run it"
+        )
+        for item in restarts:
             item.add_marker(skip)
+    elif _parallel_worker(config):
+        items[:] = [item for item in items if item.get_closest_marker("restart") is None]
+        config.hook.pytest_deselected(items=restarts)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After a parallel run, run the ``restart`` tests alone, in one process of their own."""
+    config = session.config
+    if not _parallel_controller(config) or os.environ.get(RESTART_SERVERS) != "1":
+        return
+    command = [
+        sys.executable, "-m", "pytest", "-n", "0", "-m", "restart", "-p", "no:cacheprovider",
+        "-q", "-rfEs", *config.args,
+    ]  # fmt: skip
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None:
+        terminal.write_sep("=", "the restart tests, alone: " + " ".join(command[1:]))
+    done = subprocess.run(command, cwd=config.invocation_params.dir, check=False)
+    # 5: none of them was selected (the run was given other paths).
+    if done.returncode not in (0, 5) and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _admin() -> Any:

@@ -19,7 +19,7 @@ def test_restart_tests_are_skipped_with_a_reason_unless_asked() -> None:
     env = {k: v for k, v in os.environ.items() if k != "SCOUT_TEST_RESTART_SERVERS"}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "tests/e2e/test_faults.py", "-m", "restart", "-rs",
-         "-p", "no:cacheprovider", "-q"],
+         "-n", "0", "-p", "no:cacheprovider", "-q"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 
@@ -31,3 +31,40 @@ def test_restart_tests_are_skipped_with_a_reason_unless_asked() -> None:
 
 def test_ci_asks_for_them() -> None:
     assert "export SCOUT_TEST_RESTART_SERVERS=1" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_in_a_parallel_run_they_run_alone_after_the_workers(tmp_path: Path) -> None:
+    """The workers leave them out; the controller then runs them in one process of its own.
+
+    A scratch suite with one ordinary test and two ``restart`` tests (one
+    failing) runs on two workers with this suite's hooks loaded as a plugin.
+    """
+    (tmp_path / "test_scratch.py").write_text(
+        "import os, pathlib, pytest\n"
+        "LOG = pathlib.Path(__file__).with_name('ran.log')\n"
+        "def _note(name):\n"
+        "    with LOG.open('a') as f:\n"
+        "        f.write(f\"{name} {os.environ.get('PYTEST_XDIST_WORKER', 'alone')}\\n\")\n"
+        "def test_ordinary():\n"
+        "    _note('ordinary')\n"
+        "@pytest.mark.restart\n"
+        "def test_restarting():\n"
+        "    _note('restarting')\n"
+        "@pytest.mark.restart\n"
+        "def test_restarting_fails():\n"
+        "    _note('restarting_fails')\n"
+        "    assert False\n"
+    )
+    env = {**os.environ, "SCOUT_TEST_RESTART_SERVERS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-n", "2", "-p", "no:cacheprovider",
+         "-q", "-o", "markers=restart", "test_scratch.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    ran = sorted((tmp_path / "ran.log").read_text().splitlines())
+    assert ran[0].startswith("ordinary gw"), ran
+    assert ran[1:] == ["restarting alone", "restarting_fails alone"], ran
+    # The failing restart test fails the whole run, though every worker's test passed.
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
