@@ -98,7 +98,8 @@ def test_every_ledger_row_is_written_before_the_first_run_is_locked(
     worker.start()
     try:
         waiting = (
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'"
             " AND query LIKE '%INSERT INTO scout_run_events%'"
         )
         for _ in range(200):

@@ -37,7 +37,7 @@ def test_in_a_parallel_run_they_run_alone_after_the_workers(tmp_path: Path) -> N
     """The workers leave them out; the controller then runs them in one process of its own.
 
     A scratch suite with one ordinary test and two ``restart`` tests (one
-    failing) runs on two workers with this suite's hooks loaded as a plugin.
+    failing) runs on a worker with this suite's hooks loaded as a plugin.
     """
     (tmp_path / "test_scratch.py").write_text(
         "import os, pathlib, pytest\n"
@@ -55,10 +55,12 @@ def test_in_a_parallel_run_they_run_alone_after_the_workers(tmp_path: Path) -> N
         "    _note('restarting_fails')\n"
         "    assert False\n"
     )
-    env = {**os.environ, "SCOUT_TEST_RESTART_SERVERS": "1", "PYTHONPATH": str(ROOT)}
+    # This test may itself run on a worker: its scratch run must not look like one.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    env |= {"SCOUT_TEST_RESTART_SERVERS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-n", "2", "-p", "no:cacheprovider",
-         "-q", "-o", "markers=restart", "test_scratch.py"],
+        [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-n", "1",
+         "-p", "no:cacheprovider", "-q", "-o", "markers=restart", "test_scratch.py"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 
