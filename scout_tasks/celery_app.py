@@ -2,7 +2,8 @@
 
 Configuration comes from scout-tasks' settings as lazy defaults, so importing
 this module reads no environment; an optional top-level ``celeryconfig``
-module overrides any Celery setting.
+module (imported from the current folder) overrides any Celery setting,
+scout-tasks' own included.
 """
 
 from __future__ import annotations
@@ -70,8 +71,18 @@ def celery_defaults() -> dict[str, Any]:
     return defaults
 
 
+def _yield_to_celeryconfig() -> dict[str, Any]:
+    """scout-tasks' defaults, less every setting the operator's ``celeryconfig`` sets.
+
+    Celery ranks lazy defaults above the config module, so without this a
+    ``broker_url`` or ``task_default_queue`` written there would be ignored.
+    """
+    overridden = app.loader.conf
+    return {k: v for k, v in celery_defaults().items() if k not in overridden}
+
+
 app = Celery("scout_tasks")
-app.add_defaults(celery_defaults)
+app.add_defaults(_yield_to_celeryconfig)
 app.config_from_object("celeryconfig", silent=True)
 
 # The agents' lifecycle events are consumed inside the worker, living and
