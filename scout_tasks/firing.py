@@ -17,7 +17,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine
 
-from scout_tasks import counters, cron, outbox, runs, schedules
+from scout_tasks import counters, cron, fire_write, outbox, runs, schedules
 from scout_tasks.db import db_now
 from scout_tasks.errors import InvalidInput
 from scout_tasks.events import TRIGGER, iso, trigger_body
@@ -218,22 +218,53 @@ def _event_ids(n: int) -> list[str]:
 def _write_batch(
     conn: Connection, batch: BatchPlan, now: datetime
 ) -> tuple[list[runs.InsertedRun], outbox.Queued]:
-    """Insert the runs (a slot that already has one is skipped), their events, the advances.
+    """Write the runs (a slot that already has one is skipped), their events, the advances.
 
-    Last, the batch's counters (runs created, slots skipped, the fire lag of
-    each run: its ``created_at``, which is ``now``, minus its slot).
+    One statement (:mod:`scout_tasks.fire_write`); the run ids are made here,
+    so each event's bytes are built before it. Last, the batch's counters (runs
+    created, slots skipped, the fire lag of each run: its ``created_at``, which
+    is ``now``, minus its slot).
     """
-    inserted, queued, last_run = insert_runs(conn, batch.runs, now)
-    lags = [(now - run.scheduled_for).total_seconds() for run in inserted]
-    advances = batch.advances
-    ids = [str(a.schedule_id) for a in advances]
-    schedules.advance(
-        conn,
-        ids,
-        [a.next_run_at for a in advances],
-        [last_run.get(i) for i in ids],
-        [a.skipped for a in advances],
-    )
+    new = batch.runs
+    ids = _event_ids(2 * len(new))
+    run_ids, event_ids = ids[: len(new)], ids[len(new) :]
+    timestamp = _iso(now)
+    slot_text: dict[datetime, str] = {}  # a burst's runs share a handful of slots
+    messages: list[OutgoingMessage] = []
+    for run, run_id, event_id in zip(new, run_ids, event_ids, strict=True):
+        slot = slot_text.get(run.scheduled_for)
+        if slot is None:
+            slot = slot_text[run.scheduled_for] = _iso(run.scheduled_for)
+        body = trigger_body(
+            event_id=event_id,
+            timestamp=timestamp,
+            run_id=run_id,
+            source=run.source,
+            max_strategies=run.max_strategies,
+            trigger_type="scheduled",
+            triggered_by=run.triggered_by,
+            schedule_id=str(run.schedule_id),
+            scheduled_for=slot,
+        )
+        messages.append(OutgoingMessage(event_id, TRIGGER, body))
+    outbox_ids = fire_write.write_batch(conn, new, run_ids, messages, batch.advances)
+    inserted: list[runs.InsertedRun] = []
+    queued: outbox.Queued = {}
+    for run, run_id, message in zip(new, run_ids, messages, strict=True):
+        outbox_id = outbox_ids.get(run_id)
+        if outbox_id is None:
+            continue  # the slot already had a run
+        inserted.append(
+            runs.InsertedRun(
+                run_id,
+                str(run.schedule_id),
+                run.scheduled_for,
+                run.triggered_by,
+                run.source,
+                run.max_strategies,
+            )
+        )
+        queued[outbox_id] = message
     if batch.invalid:
         schedules.set_next_run(
             conn,
@@ -241,6 +272,7 @@ def _write_batch(
             [None] * len(batch.invalid),
             [i.error for i in batch.invalid],
         )
+    lags = [(now - run.scheduled_for).total_seconds() for run in inserted]
     counters.bump(
         conn,
         counters.merge(
