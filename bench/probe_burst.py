@@ -166,7 +166,9 @@ def probe(count: int, interval: float) -> None:
         sampler.stop.set()
         sampler.join()
         sampler.sample()
-        client_cpu = common.cpu_used(client_before, common.cpu_of(clients))
+        client_after = common.cpu_of(clients)
+        client_cpu = common.cpu_used(client_before, client_after)
+        roles = {stack.worker.pid: "worker", stack.beat.pid: "beat"}
         time.sleep(0.5)  # let the statistics collector catch up
         after = _stats(stats_conn)
         progress.close()
@@ -174,6 +176,9 @@ def probe(count: int, interval: float) -> None:
 
     print(f"\nprobe: {count:,} fires in {elapsed:.2f} s ({common.machine()})")
     print(f"client processes (worker, pool, beat): {1e6 * client_cpu / count:.0f} µs/fire")
+    for pid, seconds in client_after.items():
+        used = seconds - client_before.get(pid, 0.0)
+        print(f"  {roles.get(pid, 'pool')} {pid}: {1e6 * used / count:.0f} µs/fire")
     total = 0.0
     rows = []
     for pid, last in sorted(sampler.cpu_last.items()):

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, text
 
+from scout_tasks import pg_arrays
 from scout_tasks.policy import Advance
 from scout_tasks.publisher import OutgoingMessage
 from scout_tasks.runs import NewScheduledRun
@@ -101,18 +102,19 @@ def write_batch(
     rows = conn.execute(
         _WRITE,
         {
-            "run_ids": list(run_ids),
-            "schedule_ids": [str(r.schedule_id) for r in new],
-            "scheduled_for": [r.scheduled_for for r in new],
-            "triggered_by": [r.triggered_by for r in new],
-            "sources": [r.source for r in new],
-            "max_strategies": [r.max_strategies for r in new],
-            "event_ids": [m.message_id for m in messages],
+            "run_ids": pg_arrays.plain(run_ids),
+            "schedule_ids": pg_arrays.plain(r.schedule_id for r in new),
+            "scheduled_for": pg_arrays.instants(r.scheduled_for for r in new),
+            "triggered_by": pg_arrays.texts(r.triggered_by for r in new),
+            "sources": pg_arrays.texts(r.source for r in new),
+            "max_strategies": pg_arrays.plain(r.max_strategies for r in new),
+            "event_ids": pg_arrays.plain(m.message_id for m in messages),
+            # A list: the JSON's many quotes cost the server more in one literal.
             "payloads": [m.body.decode() for m in messages],
             "routing_key": messages[0].routing_key if messages else "",
-            "ids": [str(a.schedule_id) for a in advances],
-            "next_run_ats": [a.next_run_at for a in advances],
-            "skipped": [a.skipped for a in advances],
+            "ids": pg_arrays.plain(a.schedule_id for a in advances),
+            "next_run_ats": pg_arrays.instants(a.next_run_at for a in advances),
+            "skipped": pg_arrays.plain(a.skipped for a in advances),
         },
     )
     return {run_id: outbox_id for run_id, outbox_id in rows}
