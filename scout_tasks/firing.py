@@ -167,15 +167,25 @@ def insert_runs(
     """Insert scheduled runs and queue their ``scout.trigger`` events, in ``conn``'s transaction.
 
     A slot that already has a run is skipped by ``UNIQUE (schedule_id,
-    scheduled_for)`` (ON CONFLICT DO NOTHING), so any writer of slots (the
-    fire batch, a backfill) races every other safely. Returns the runs
+    scheduled_for)`` (ON CONFLICT DO NOTHING), so any writer of slots (a
+    backfill here, the fire batch in :mod:`scout_tasks.fire_write`) races every
+    other safely. Returns the runs
     inserted, the queued events and, per schedule id, its latest inserted run's id.
     """
     inserted = runs.insert_scheduled_runs(conn, new)
+    messages = _trigger_messages(inserted, _event_ids(len(inserted)), now)
+    queued = outbox.add_messages(conn, messages, [run.id for run in inserted])
+    return inserted, queued, _latest_runs(inserted)
+
+
+def _trigger_messages(
+    made: list[runs.InsertedRun], event_ids: list[str], now: datetime
+) -> list[OutgoingMessage]:
+    """The ``scout.trigger`` of each run, stamped ``now``, with the given event ids."""
     timestamp = _iso(now)
     slot_text: dict[datetime, str] = {}  # a burst's runs share a handful of slots
     messages: list[OutgoingMessage] = []
-    for run, event_id in zip(inserted, _event_ids(len(inserted)), strict=True):
+    for run, event_id in zip(made, event_ids, strict=True):
         slot = slot_text.get(run.scheduled_for)
         if slot is None:
             slot = slot_text[run.scheduled_for] = _iso(run.scheduled_for)
@@ -191,8 +201,7 @@ def insert_runs(
             scheduled_for=slot,
         )
         messages.append(OutgoingMessage(event_id, TRIGGER, body))
-    queued = outbox.add_messages(conn, messages, [run.id for run in inserted])
-    return inserted, queued, _latest_runs(inserted)
+    return messages
 
 
 def _iso(dt: datetime) -> str:
@@ -228,43 +237,21 @@ def _write_batch(
     new = batch.runs
     ids = _event_ids(2 * len(new))
     run_ids, event_ids = ids[: len(new)], ids[len(new) :]
-    timestamp = _iso(now)
-    slot_text: dict[datetime, str] = {}  # a burst's runs share a handful of slots
-    messages: list[OutgoingMessage] = []
-    for run, run_id, event_id in zip(new, run_ids, event_ids, strict=True):
-        slot = slot_text.get(run.scheduled_for)
-        if slot is None:
-            slot = slot_text[run.scheduled_for] = _iso(run.scheduled_for)
-        body = trigger_body(
-            event_id=event_id,
-            timestamp=timestamp,
-            run_id=run_id,
-            source=run.source,
-            max_strategies=run.max_strategies,
-            trigger_type="scheduled",
-            triggered_by=run.triggered_by,
-            schedule_id=str(run.schedule_id),
-            scheduled_for=slot,
+    planned = [
+        runs.InsertedRun(
+            run_id, str(r.schedule_id), r.scheduled_for, r.triggered_by, r.source, r.max_strategies
         )
-        messages.append(OutgoingMessage(event_id, TRIGGER, body))
+        for r, run_id in zip(new, run_ids, strict=True)
+    ]
+    messages = _trigger_messages(planned, event_ids, now)
     outbox_ids = fire_write.write_batch(conn, new, run_ids, messages, batch.advances)
     inserted: list[runs.InsertedRun] = []
     queued: outbox.Queued = {}
-    for run, run_id, message in zip(new, run_ids, messages, strict=True):
-        outbox_id = outbox_ids.get(run_id)
-        if outbox_id is None:
-            continue  # the slot already had a run
-        inserted.append(
-            runs.InsertedRun(
-                run_id,
-                str(run.schedule_id),
-                run.scheduled_for,
-                run.triggered_by,
-                run.source,
-                run.max_strategies,
-            )
-        )
-        queued[outbox_id] = message
+    for run, message in zip(planned, messages, strict=True):
+        outbox_id = outbox_ids.get(run.id)
+        if outbox_id is not None:  # None: the slot already had a run
+            inserted.append(run)
+            queued[outbox_id] = message
     if batch.invalid:
         schedules.set_next_run(
             conn,
