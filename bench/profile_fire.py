@@ -63,7 +63,8 @@ PARTS = [
     (policy, "plan", "policy.plan"),
     # Wrapped where it is called from: firing imported the name.
     (firing, "trigger_body", "events.trigger_body"),
-    (fire_write, "write_batch", "fire_write.write_batch (runs, outbox, advance)"),
+    (fire_write, "insert_runs_and_events", "fire_write.insert_runs_and_events"),
+    (schedules, "advance", "schedules.advance"),
     (outbox, "send", "outbox.send (lock, encode, write)"),
     (publisher_module, "write_batch", "publish_frames.write_batch"),
     (outbox, "settle", "outbox.settle (confirms, delete)"),

@@ -229,8 +229,9 @@ def _write_batch(
 ) -> tuple[list[runs.InsertedRun], outbox.Queued]:
     """Write the runs (a slot that already has one is skipped), their events, the advances.
 
-    One statement (:mod:`scout_tasks.fire_write`); the run ids are made here,
-    so each event's bytes are built before it. Last, the batch's counters (runs
+    The runs and their events in one statement (:mod:`scout_tasks.fire_write`;
+    the run ids are made here, so each event's bytes are built before it), then
+    the advance. Last, the batch's counters (runs
     created, slots skipped, the fire lag of each run: its ``created_at``, which
     is ``now``, minus its slot).
     """
@@ -244,7 +245,7 @@ def _write_batch(
         for r, run_id in zip(new, run_ids, strict=True)
     ]
     messages = _trigger_messages(planned, event_ids, now)
-    outbox_ids = fire_write.write_batch(conn, new, run_ids, messages, batch.advances)
+    outbox_ids = fire_write.insert_runs_and_events(conn, new, run_ids, messages)
     inserted: list[runs.InsertedRun] = []
     queued: outbox.Queued = {}
     for run, message in zip(planned, messages, strict=True):
@@ -252,6 +253,16 @@ def _write_batch(
         if outbox_id is not None:  # None: the slot already had a run
             inserted.append(run)
             queued[outbox_id] = message
+    last_run = _latest_runs(inserted)
+    advances = batch.advances
+    ids = [str(a.schedule_id) for a in advances]
+    schedules.advance(
+        conn,
+        ids,
+        [a.next_run_at for a in advances],
+        [last_run.get(i) for i in ids],
+        [a.skipped for a in advances],
+    )
     if batch.invalid:
         schedules.set_next_run(
             conn,

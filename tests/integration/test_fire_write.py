@@ -1,4 +1,5 @@
-"""The fire batch's one write statement, and the WHEN clause that lets its advance skip the trigger.
+"""The fire batch's write (runs and events in one statement, then the advance), and the
+WHEN clause that lets the advance skip the BEFORE UPDATE trigger.
 
 Migration 0008 runs ``scout_schedules_before_update()`` only when it would
 change something. These tests hold that to the letter: any hand-written update
