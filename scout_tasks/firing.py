@@ -17,7 +17,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine
 
-from scout_tasks import counters, cron, outbox, runs, schedules
+from scout_tasks import counters, cron, fire_write, outbox, runs, schedules
 from scout_tasks.db import db_now
 from scout_tasks.errors import InvalidInput
 from scout_tasks.events import TRIGGER, iso, trigger_body
@@ -167,15 +167,25 @@ def insert_runs(
     """Insert scheduled runs and queue their ``scout.trigger`` events, in ``conn``'s transaction.
 
     A slot that already has a run is skipped by ``UNIQUE (schedule_id,
-    scheduled_for)`` (ON CONFLICT DO NOTHING), so any writer of slots (the
-    fire batch, a backfill) races every other safely. Returns the runs
+    scheduled_for)`` (ON CONFLICT DO NOTHING), so any writer of slots (a
+    backfill here, the fire batch in :mod:`scout_tasks.fire_write`) races every
+    other safely. Returns the runs
     inserted, the queued events and, per schedule id, its latest inserted run's id.
     """
     inserted = runs.insert_scheduled_runs(conn, new)
+    messages = _trigger_messages(inserted, _event_ids(len(inserted)), now)
+    queued = outbox.add_messages(conn, messages, [run.id for run in inserted])
+    return inserted, queued, _latest_runs(inserted)
+
+
+def _trigger_messages(
+    made: list[runs.InsertedRun], event_ids: list[str], now: datetime
+) -> list[OutgoingMessage]:
+    """The ``scout.trigger`` of each run, stamped ``now``, with the given event ids."""
     timestamp = _iso(now)
     slot_text: dict[datetime, str] = {}  # a burst's runs share a handful of slots
     messages: list[OutgoingMessage] = []
-    for run, event_id in zip(inserted, _event_ids(len(inserted)), strict=True):
+    for run, event_id in zip(made, event_ids, strict=True):
         slot = slot_text.get(run.scheduled_for)
         if slot is None:
             slot = slot_text[run.scheduled_for] = _iso(run.scheduled_for)
@@ -191,8 +201,7 @@ def insert_runs(
             scheduled_for=slot,
         )
         messages.append(OutgoingMessage(event_id, TRIGGER, body))
-    queued = outbox.add_messages(conn, messages, [run.id for run in inserted])
-    return inserted, queued, _latest_runs(inserted)
+    return messages
 
 
 def _iso(dt: datetime) -> str:
@@ -218,13 +227,33 @@ def _event_ids(n: int) -> list[str]:
 def _write_batch(
     conn: Connection, batch: BatchPlan, now: datetime
 ) -> tuple[list[runs.InsertedRun], outbox.Queued]:
-    """Insert the runs (a slot that already has one is skipped), their events, the advances.
+    """Write the runs (a slot that already has one is skipped), their events, the advances.
 
-    Last, the batch's counters (runs created, slots skipped, the fire lag of
-    each run: its ``created_at``, which is ``now``, minus its slot).
+    The runs and their events in one statement (:mod:`scout_tasks.fire_write`;
+    the run ids are made here, so each event's bytes are built before it), then
+    the advance. Last, the batch's counters (runs
+    created, slots skipped, the fire lag of each run: its ``created_at``, which
+    is ``now``, minus its slot).
     """
-    inserted, queued, last_run = insert_runs(conn, batch.runs, now)
-    lags = [(now - run.scheduled_for).total_seconds() for run in inserted]
+    new = batch.runs
+    ids = _event_ids(2 * len(new))
+    run_ids, event_ids = ids[: len(new)], ids[len(new) :]
+    planned = [
+        runs.InsertedRun(
+            run_id, str(r.schedule_id), r.scheduled_for, r.triggered_by, r.source, r.max_strategies
+        )
+        for r, run_id in zip(new, run_ids, strict=True)
+    ]
+    messages = _trigger_messages(planned, event_ids, now)
+    outbox_ids = fire_write.insert_runs_and_events(conn, new, run_ids, messages)
+    inserted: list[runs.InsertedRun] = []
+    queued: outbox.Queued = {}
+    for run, message in zip(planned, messages, strict=True):
+        outbox_id = outbox_ids.get(run.id)
+        if outbox_id is not None:  # None: the slot already had a run
+            inserted.append(run)
+            queued[outbox_id] = message
+    last_run = _latest_runs(inserted)
     advances = batch.advances
     ids = [str(a.schedule_id) for a in advances]
     schedules.advance(
@@ -241,6 +270,7 @@ def _write_batch(
             [None] * len(batch.invalid),
             [i.error for i in batch.invalid],
         )
+    lags = [(now - run.scheduled_for).total_seconds() for run in inserted]
     counters.bump(
         conn,
         counters.merge(

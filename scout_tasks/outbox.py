@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, RootTransaction, text
 
-from scout_tasks import counters
+from scout_tasks import counters, pg_arrays
 from scout_tasks.confirms import PublishResult
 from scout_tasks.errors import PublishError
 from scout_tasks.events import encode
@@ -90,7 +90,7 @@ def add_messages(
 _LOCK_IDS = text(
     """
     SELECT id FROM scout_outbox
-    WHERE id = ANY(:ids)
+    WHERE id = ANY(CAST(:ids AS bigint[]))
     ORDER BY id
     FOR UPDATE SKIP LOCKED
     """
@@ -106,7 +106,7 @@ _LOCK_AVAILABLE = text(
     """
 )
 
-_DELETE = text("DELETE FROM scout_outbox WHERE id = ANY(:ids)")
+_DELETE = text("DELETE FROM scout_outbox WHERE id = ANY(CAST(:ids AS bigint[]))")
 
 _DEFER = text(
     """
@@ -150,7 +150,7 @@ def send(engine: Engine, publisher: ConfirmingPublisher, queued: Queued) -> InFl
         return None
 
     def lock(conn: Connection) -> Queued:
-        ids = conn.execute(_LOCK_IDS, {"ids": list(queued)}).scalars()
+        ids = conn.execute(_LOCK_IDS, {"ids": pg_arrays.plain(queued)}).scalars()
         return {outbox_id: queued[outbox_id] for outbox_id in ids}
 
     return _send(engine, publisher, lock)
@@ -232,7 +232,7 @@ def _record(conn: Connection, locked: Queued, result: PublishResult) -> Delivery
     by_message = {message.message_id: outbox_id for outbox_id, message in locked.items()}
     done = [by_message[m] for m in result.confirmed]
     if done:
-        conn.execute(_DELETE, {"ids": done})
+        conn.execute(_DELETE, {"ids": pg_arrays.plain(done)})
     for message_id, reason in result.rejected.items():
         conn.execute(
             _DEFER, {"ids": [by_message[message_id]], "error": reason, "cap": _BACKOFF_CAP}

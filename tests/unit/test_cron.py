@@ -860,3 +860,37 @@ def test_get_zone_accepts_iana_names(name: str) -> None:
     assert reference.astimezone(cron.get_zone(name)).utcoffset() == (
         reference.astimezone(ZoneInfo(name)).utcoffset()
     )
+
+
+def _tz_files() -> list[str]:
+    """Every file of the host's tz database, as a key (what a name could point at)."""
+    import os
+    import zoneinfo
+
+    keys = set()
+    for root in zoneinfo.TZPATH:
+        for folder, _dirs, files in os.walk(root):
+            keys.update(os.path.relpath(os.path.join(folder, f), root) for f in files)
+    return sorted(keys)
+
+
+def test_get_zone_accepts_exactly_the_listed_zone_names() -> None:
+    """Deciding per name accepts what available_timezones() lists, less localtime and posixrules.
+
+    Every file of the tz database is tried (posix/ and right/ copies, tables,
+    localtime, posixrules included), plus names that are not files.
+    """
+    from zoneinfo import available_timezones
+
+    listed = available_timezones() - {"localtime", "posixrules"}
+    candidates = set(_tz_files()) | listed | {"Europe", "posix", "right", "Etc/../UTC", "./UTC"}
+    assert len(candidates) > 500
+    cron.get_zone.cache_clear()
+    accepted = set()
+    for name in candidates:
+        try:
+            cron.get_zone(name)
+        except InvalidInput:
+            continue
+        accepted.add(name)
+    assert accepted == listed
