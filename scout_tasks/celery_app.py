@@ -77,7 +77,8 @@ def _yield_to_celeryconfig() -> dict[str, Any]:
     Celery ranks lazy defaults above the config module, so without this a
     ``broker_url`` or ``task_default_queue`` written there would be ignored.
     """
-    overridden = app.loader.conf
+    # None when there is no such module to import from the current folder.
+    overridden = app.loader.conf or {}
     return {k: v for k, v in celery_defaults().items() if k not in overridden}
 
 

@@ -20,7 +20,8 @@ SHOW = (
     "c.task_acks_late, c.beat_scheduler]))"
 )
 ENV = {
-    **os.environ,
+    # Nothing but the case's own folder may offer a ``celeryconfig`` to import.
+    **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     "SCOUT_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672/from-env",
     "SCOUT_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/from_env",
 }
@@ -50,6 +51,7 @@ def test_the_module_wins_over_scout_tasks_defaults(tmp_path: Path) -> None:
 
 
 def test_without_the_module_scout_tasks_settings_apply(tmp_path: Path) -> None:
+    assert not (tmp_path / "celeryconfig.py").exists()
     broker, _concurrency, queue, acks_late, _scheduler = _conf(tmp_path)
     assert broker == "amqp://guest:guest@127.0.0.1:5672/from-env"
     assert queue == "scout-tasks"
