@@ -174,6 +174,12 @@ class ConfirmingPublisher:
                 raise sent.error
             if sent.result is not None:
                 return sent.result
+            if sent.confirm is not self._confirm:
+                # Its channel was dropped since (a failure, close()): nothing is known
+                # of it. Raised outside _guarded, which would also close the connection
+                # open now, a later one that may carry another batch (found by
+                # tests/integration/test_attack_confirms.py).
+                raise PublishError("the channel these messages were sent on was closed")
             return self._guarded(self._wait, sent)
         except PublishError:
             if not sent.reused:
