@@ -285,44 +285,6 @@ class ConfirmingPublisher:
         return PublishResult(confirmed={message.message_id for message in messages})
 
 
-class SharedPublisher(ConfirmingPublisher):
-    """A :class:`ConfirmingPublisher` that the API's threadpool threads may share.
-
-    The confirm bookkeeping lives on the instance, so two concurrent publishes
-    would steal each other's acks; a lock makes them take turns.
-    """
-
-    def __init__(self, url: str | None, exchange: str, *, confirm_timeout: float = 10.0) -> None:
-        super().__init__(url, exchange, confirm_timeout=confirm_timeout)
-        self._lock = threading.RLock()
-
-    def publish(self, messages: Sequence[OutgoingMessage]) -> PublishResult:
-        with self._lock:
-            return super().publish(messages)
-
-    def send(self, messages: Sequence[OutgoingMessage]) -> Sent:
-        # Shared: the whole round trip under the lock, so no other thread's frames
-        # or verdicts come between (write_batch does not take py-amqp's frame lock);
-        # ``settle`` then only reports. The base class's own steps, not publish():
-        # that would come back here.
-        with self._lock:
-            sent = ConfirmingPublisher.send(self, messages)
-            try:
-                sent.result = ConfirmingPublisher.settle(self, sent)
-            except PublishError as exc:
-                sent.error = exc
-        sent.reused = False  # settled already, retry included
-        return sent
-
-    def connect(self) -> None:
-        with self._lock:
-            super().connect()
-
-    def close(self) -> None:
-        with self._lock:
-            super().close()
-
-
 # --- the per-process publisher (tasks in a worker's pool children) ---------------------
 
 _process_publisher: tuple[int, ConfirmingPublisher] | None = None

@@ -2,7 +2,7 @@
 
 Routes are plain ``def`` functions: SQLAlchemy and kombu block, so they run in
 the threadpool. The one publisher per app is shared by those threads and
-therefore serialised by a lock (:class:`scout_tasks.publisher.SharedPublisher`).
+therefore serialised by a lock (:class:`scout_tasks.shared_publisher.SharedPublisher`).
 
 ``/docs`` and ``/redoc`` load Swagger UI and ReDoc from the ``fastapi-offline``
 package's static files, served by this app, so they work without internet.

@@ -19,8 +19,8 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 
 from scout_tasks.errors import InvalidInput
-from scout_tasks.publisher import SharedPublisher
 from scout_tasks.settings import Settings
+from scout_tasks.shared_publisher import SharedPublisher
 
 MAX_PAGE_SIZE = 1000
 # Bounds the OFFSET so a silly page number is a 422, not a bigint overflow.

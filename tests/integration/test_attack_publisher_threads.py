@@ -17,8 +17,9 @@ import pytest
 
 from scout_tasks import publisher as publisher_module
 from scout_tasks.errors import PublishError
-from scout_tasks.publisher import OutgoingMessage, SharedPublisher
+from scout_tasks.publisher import OutgoingMessage
 from scout_tasks.settings import get_settings
+from scout_tasks.shared_publisher import SharedPublisher
 from tests.conftest import EventQueue
 from tests.tcp_proxy import TcpProxy
 
@@ -72,7 +73,10 @@ def _join_early_connects(timeout: float = 10.0) -> None:
 def test_api_threads_sharing_a_publisher_across_cuts_never_confirm_what_no_queue_got(
     proxy: TcpProxy, broker_url: str, exchange_name: str, event_queue: EventQueue
 ) -> None:
-    shared = SharedPublisher(_through(broker_url, proxy.port), exchange_name, confirm_timeout=3)
+    # No pause after a failure: this test wants every publish to really try.
+    shared = SharedPublisher(
+        _through(broker_url, proxy.port), exchange_name, confirm_timeout=3, unreachable_pause=0
+    )
     confirmed: list[set[str]] = []
     unexpected: list[BaseException] = []
     failures = 0

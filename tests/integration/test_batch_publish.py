@@ -12,6 +12,7 @@ import pytest
 from scout_tasks import publisher as publisher_module
 from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage
 from scout_tasks.settings import get_settings
+from scout_tasks.shared_publisher import SharedPublisher
 from tests.conftest import EventQueue
 
 
@@ -148,7 +149,7 @@ def test_a_task_that_needs_the_publisher_first_never_waits_and_keeps_its_own(
 def test_the_api_publisher_shared_by_threads_delivers_every_event_once(
     broker_url: str, exchange_name: str, event_queue: EventQueue
 ) -> None:
-    shared = publisher_module.SharedPublisher(broker_url, exchange_name)
+    shared = SharedPublisher(broker_url, exchange_name)
     results: list[set[str]] = []
 
     def burst(tag: str) -> None:
