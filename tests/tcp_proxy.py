@@ -12,6 +12,7 @@ import contextlib
 import select
 import socket
 import threading
+from urllib.parse import urlsplit, urlunsplit
 
 Pair = tuple[socket.socket, socket.socket]
 
@@ -154,3 +155,10 @@ def _close(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
+
+
+def through(url: str, port: int) -> str:
+    """``url`` (``scheme://user:password@host:port/...``) sent to the proxy on ``port`` instead."""
+    parts = urlsplit(url)
+    userinfo, _, _hostport = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@127.0.0.1:{port}"))

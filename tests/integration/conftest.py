@@ -11,12 +11,14 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
 from scout_tasks.api import create_app
 from tests.integration.helpers import Cli, app_settings, run_cli
+from tests.tcp_proxy import TcpProxy
 
 with warnings.catch_warnings():
     # Starlette >= 1.0 prefers httpx2 and warns when it falls back to httpx; that
@@ -73,3 +75,11 @@ def cli(db_url: str, broker_url: str, exchange_name: str, tmp_path: Path) -> Cli
         return run_cli(*args, env={**env, **overrides}, cwd=tmp_path)
 
     return run
+
+
+@pytest.fixture
+def proxy(broker_url: str) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of the test broker (see ``tests.tcp_proxy.through``)."""
+    made = TcpProxy("127.0.0.1", urlsplit(broker_url).port or 5672)
+    yield made
+    made.close()

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from sqlalchemy import Engine
@@ -22,23 +20,15 @@ from scout_tasks import service
 from scout_tasks.shared_publisher import SharedPublisher
 from tests.conftest import EventQueue
 from tests.integration.helpers import count
-from tests.tcp_proxy import TcpProxy
+from tests.tcp_proxy import TcpProxy, through
 
 TRIGGER = {"source": "stratninja", "max_strategies": 5}
 
 
-def _through(url: str, port: int) -> str:
-    parts = urlsplit(url)
-    userinfo, _, _hostport = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{userinfo}@127.0.0.1:{port}"))
-
-
 @pytest.fixture
-def stalled(broker_url: str) -> Iterator[tuple[TcpProxy, str]]:
-    proxy = TcpProxy("127.0.0.1", urlsplit(broker_url).port or 5672)
+def stalled(proxy: TcpProxy, broker_url: str) -> tuple[TcpProxy, str]:
     proxy.stall()
-    yield proxy, _through(broker_url, proxy.port)
-    proxy.close()
+    return proxy, through(broker_url, proxy.port)
 
 
 def test_concurrent_triggers_wait_for_one_failed_connect_not_one_each(

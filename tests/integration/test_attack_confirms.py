@@ -11,7 +11,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import kombu
 import pytest
@@ -21,24 +20,11 @@ from scout_tasks.errors import PublishError
 from scout_tasks.publish_frames import WRITE_AT
 from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage
 from tests.conftest import EventQueue
-from tests.tcp_proxy import TcpProxy
+from tests.tcp_proxy import TcpProxy, through
 
 
 def _msg(routing_key: str, body: bytes = b"{}") -> OutgoingMessage:
     return OutgoingMessage(str(uuid.uuid4()), routing_key, body)
-
-
-def _through(url: str, port: int) -> str:
-    parts = urlsplit(url)
-    userinfo, _, _hostport = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{userinfo}@127.0.0.1:{port}"))
-
-
-@pytest.fixture
-def proxy() -> Iterator[TcpProxy]:
-    p = TcpProxy("127.0.0.1", 5672)
-    yield p
-    p.close()
 
 
 @pytest.fixture
@@ -148,7 +134,7 @@ def test_an_exchange_deleted_under_a_kept_connection_counts_nothing_as_delivered
 def test_a_connection_cut_between_send_and_settle_settles_nothing_on_the_next(
     proxy: TcpProxy, broker_url: str, exchange_name: str, event_queue: EventQueue
 ) -> None:
-    pub = ConfirmingPublisher(_through(broker_url, proxy.port), exchange_name, confirm_timeout=5)
+    pub = ConfirmingPublisher(through(broker_url, proxy.port), exchange_name, confirm_timeout=5)
     try:
         pub.connect()
         # Unroutable on the first connection: acked with a return, never delivered.
@@ -183,7 +169,7 @@ def test_a_stalled_broker_fails_a_large_send_instead_of_hanging(
     is what ends it, so the batch stays in the outbox instead of holding a pool
     process (and its outbox locks) until the alarm clears.
     """
-    pub = ConfirmingPublisher(_through(broker_url, proxy.port), exchange_name, confirm_timeout=2)
+    pub = ConfirmingPublisher(through(broker_url, proxy.port), exchange_name, confirm_timeout=2)
     outcome: list[object] = []
     batch = [_msg("scout.trigger", b"x" * 1_000_000) for _ in range(64)]
 

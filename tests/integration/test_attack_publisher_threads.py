@@ -11,7 +11,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -21,13 +20,7 @@ from scout_tasks.publisher import OutgoingMessage
 from scout_tasks.settings import get_settings
 from scout_tasks.shared_publisher import SharedPublisher
 from tests.conftest import EventQueue
-from tests.tcp_proxy import TcpProxy
-
-
-def _through(url: str, port: int) -> str:
-    parts = urlsplit(url)
-    userinfo, _, _hostport = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{userinfo}@127.0.0.1:{port}"))
+from tests.tcp_proxy import TcpProxy, through
 
 
 def _msgs(n: int) -> list[OutgoingMessage]:
@@ -35,17 +28,10 @@ def _msgs(n: int) -> list[OutgoingMessage]:
 
 
 @pytest.fixture
-def proxy() -> Iterator[TcpProxy]:
-    p = TcpProxy("127.0.0.1", 5672)
-    yield p
-    p.close()
-
-
-@pytest.fixture
 def proxied_process_publisher(
     monkeypatch: pytest.MonkeyPatch, proxy: TcpProxy, broker_url: str, exchange_name: str
 ) -> Iterator[None]:
-    monkeypatch.setenv("SCOUT_BROKER_URL", _through(broker_url, proxy.port))
+    monkeypatch.setenv("SCOUT_BROKER_URL", through(broker_url, proxy.port))
     monkeypatch.setenv("SCOUT_EXCHANGE", exchange_name)
     monkeypatch.setenv("SCOUT_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
     get_settings.cache_clear()
@@ -75,7 +61,7 @@ def test_api_threads_sharing_a_publisher_across_cuts_never_confirm_what_no_queue
 ) -> None:
     # No pause after a failure: this test wants every publish to really try.
     shared = SharedPublisher(
-        _through(broker_url, proxy.port), exchange_name, confirm_timeout=3, unreachable_pause=0
+        through(broker_url, proxy.port), exchange_name, confirm_timeout=3, unreachable_pause=0
     )
     confirmed: list[set[str]] = []
     unexpected: list[BaseException] = []

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from sqlalchemy import Engine
@@ -22,7 +20,7 @@ from tests.integration.helpers import (
     rows,
     scalar,
 )
-from tests.tcp_proxy import TcpProxy
+from tests.tcp_proxy import TcpProxy, through
 
 NOWHERE = "amqp://guest:guest@127.0.0.1:1/"
 
@@ -125,19 +123,6 @@ def test_a_second_unroutable_attempt_backs_off_further(
 # --- a connection cut under the publisher ------------------------------------------------
 
 
-@pytest.fixture
-def proxy() -> Iterator[TcpProxy]:
-    p = TcpProxy("127.0.0.1", 5672)
-    yield p
-    p.close()
-
-
-def _through(url: str, port: int) -> str:
-    parts = urlsplit(url)
-    userinfo, _, _hostport = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{userinfo}@127.0.0.1:{port}"))
-
-
 def _message(n: int) -> OutgoingMessage:
     body = json.dumps({"event_id": f"m{n}", "event_type": "scout.trigger"}).encode()
     return OutgoingMessage(str(uuid.uuid4()), "scout.trigger", body)
@@ -146,7 +131,7 @@ def _message(n: int) -> OutgoingMessage:
 def test_the_publisher_reconnects_after_the_connection_is_cut(
     proxy: TcpProxy, broker_url: str, exchange_name: str, event_queue: EventQueue
 ) -> None:
-    pub = ConfirmingPublisher(_through(broker_url, proxy.port), exchange_name, confirm_timeout=5)
+    pub = ConfirmingPublisher(through(broker_url, proxy.port), exchange_name, confirm_timeout=5)
     try:
         first = _message(1)
         assert pub.publish([first]).confirmed == {first.message_id}
@@ -180,7 +165,7 @@ def test_events_fired_while_the_broker_is_cut_off_are_relayed_later(
     exchange_name: str,
     event_queue: EventQueue,
 ) -> None:
-    pub = ConfirmingPublisher(_through(broker_url, proxy.port), exchange_name, confirm_timeout=5)
+    pub = ConfirmingPublisher(through(broker_url, proxy.port), exchange_name, confirm_timeout=5)
     try:
         # Connected and working first, so the cut hits a live connection.
         assert pub.publish([_message(0)]).confirmed
