@@ -220,5 +220,3 @@ def prune_broker(url: str, *, older_than: float = 60.0, now: float | None = None
                 path.unlink()
                 removed += 1
     return removed
-
-

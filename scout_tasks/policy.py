@@ -147,9 +147,7 @@ def plan_batch(claimed: Iterable[DueSchedule], now: datetime) -> BatchPlan:
         except Exception as exc:  # noqa: BLE001 - one bad row must not stall the batch
             result.invalid.append(Invalid(due.id, _invalid_reason(due, exc)))
             continue
-        result.advances.append(
-            Advance(due.id, p.next_run_at, p.skipped, p.reason, due.next_run_at)
-        )
+        result.advances.append(Advance(due.id, p.next_run_at, p.skipped, p.reason, due.next_run_at))
         result.runs.extend(
             NewScheduledRun(
                 schedule_id=due.id,

@@ -116,9 +116,7 @@ def _start_servers(servers: Servers, layout: Layout) -> None:
         _say(f"database {mask_url(database_url)}")
     if broker_url is None:
         broker_url = (
-            running.broker_url
-            if running is not None
-            else broker.filesystem_url(layout.broker_dir)
+            running.broker_url if running is not None else broker.filesystem_url(layout.broker_dir)
         )
         _say(
             f"broker: kombu's filesystem transport in {layout.relative(layout.broker_dir)} "

@@ -166,9 +166,7 @@ def test_the_claim_and_horizon_still_use_the_due_index(engine: Engine) -> None:
             r[0]
             for r in conn.execute(text("EXPLAIN " + schedules._CLAIM_DUE.text), {"limit": 1000})
         )
-        plan = "\n".join(
-            r[0] for r in conn.execute(text("EXPLAIN " + horizon.HORIZON_QUERY.text))
-        )
+        plan = "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + horizon.HORIZON_QUERY.text)))
     assert "ix_scout_schedules_due" in claim
     assert "Seq Scan" not in claim
     assert "Seq Scan on scout_schedules s" not in plan

@@ -41,9 +41,7 @@ def test_importing_cron_loads_no_celery_or_kombu() -> None:
 
 def test_the_app_is_still_found_as_scout_tasks_app() -> None:
     # What `celery -A scout_tasks` does: import the package, read its `app`.
-    loaded = _loaded_after(
-        "import scout_tasks; assert type(scout_tasks.app).__name__ == 'Celery'"
-    )
+    loaded = _loaded_after("import scout_tasks; assert type(scout_tasks.app).__name__ == 'Celery'")
 
     assert "scout_tasks.celery_app" in loaded
 
@@ -178,9 +176,7 @@ def _layer_of(module: str, layers: dict[str, int]) -> int | None:
 def test_every_module_has_a_documented_layer() -> None:
     layers = documented_layers()
 
-    missing = sorted(
-        m for m in import_graph() if m not in NEUTRAL and _layer_of(m, layers) is None
-    )
+    missing = sorted(m for m in import_graph() if m not in NEUTRAL and _layer_of(m, layers) is None)
     assert missing == [], f"add these to the layers in {ARCHITECTURE.name}: {missing}"
 
 
