@@ -219,3 +219,25 @@ def wait_for_depth(event_queue: Any, expected: int, timeout: float = 15.0) -> in
         time.sleep(0.1)
         depth = queue_depth(event_queue)
     return depth
+
+
+@contextlib.contextmanager
+def fresh_process_publisher_env(monkeypatch: Any, broker_url: str, exchange: str) -> Iterator[None]:
+    """This process's publisher (``process_publisher()``) made afresh for ``broker_url``.
+
+    The settings come from the environment, as in a worker; the database URL is
+    required by them but never used.
+    """
+    from scout_tasks import publisher
+    from scout_tasks.settings import get_settings
+
+    monkeypatch.setenv("SCOUT_BROKER_URL", broker_url)
+    monkeypatch.setenv("SCOUT_EXCHANGE", exchange)
+    monkeypatch.setenv("SCOUT_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    get_settings.cache_clear()
+    publisher.close_process_publisher()
+    try:
+        yield
+    finally:
+        publisher.close_process_publisher()
+        get_settings.cache_clear()

@@ -17,9 +17,9 @@ import pytest
 from scout_tasks import publisher as publisher_module
 from scout_tasks.errors import PublishError
 from scout_tasks.publisher import OutgoingMessage
-from scout_tasks.settings import get_settings
 from scout_tasks.shared_publisher import SharedPublisher
 from tests.conftest import EventQueue
+from tests.integration.helpers import fresh_process_publisher_env
 from tests.tcp_proxy import TcpProxy, through
 
 
@@ -31,14 +31,8 @@ def _msgs(n: int) -> list[OutgoingMessage]:
 def proxied_process_publisher(
     monkeypatch: pytest.MonkeyPatch, proxy: TcpProxy, broker_url: str, exchange_name: str
 ) -> Iterator[None]:
-    monkeypatch.setenv("SCOUT_BROKER_URL", through(broker_url, proxy.port))
-    monkeypatch.setenv("SCOUT_EXCHANGE", exchange_name)
-    monkeypatch.setenv("SCOUT_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
-    get_settings.cache_clear()
-    publisher_module.close_process_publisher()
-    yield
-    publisher_module.close_process_publisher()
-    get_settings.cache_clear()
+    with fresh_process_publisher_env(monkeypatch, through(broker_url, proxy.port), exchange_name):
+        yield
 
 
 def _wait_for(predicate: object, timeout: float = 5.0) -> bool:

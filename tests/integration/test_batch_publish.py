@@ -11,9 +11,9 @@ import pytest
 
 from scout_tasks import publisher as publisher_module
 from scout_tasks.publisher import ConfirmingPublisher, OutgoingMessage
-from scout_tasks.settings import get_settings
 from scout_tasks.shared_publisher import SharedPublisher
 from tests.conftest import EventQueue
+from tests.integration.helpers import fresh_process_publisher_env
 
 
 def _count_socket_writes(pub: ConfirmingPublisher) -> list[int]:
@@ -80,15 +80,8 @@ def _bytes(raw: bytes | str) -> bytes:
 def fresh_process_publisher(
     monkeypatch: pytest.MonkeyPatch, broker_url: str, exchange_name: str
 ) -> Iterator[None]:
-    monkeypatch.setenv("SCOUT_BROKER_URL", broker_url)
-    monkeypatch.setenv("SCOUT_EXCHANGE", exchange_name)
-    # Not used here, but settings need one.
-    monkeypatch.setenv("SCOUT_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
-    get_settings.cache_clear()
-    publisher_module.close_process_publisher()
-    yield
-    publisher_module.close_process_publisher()
-    get_settings.cache_clear()
+    with fresh_process_publisher_env(monkeypatch, broker_url, exchange_name):
+        yield
 
 
 def _installed(timeout: float = 10.0) -> ConfirmingPublisher | None:

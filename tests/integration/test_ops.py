@@ -431,21 +431,27 @@ def test_prune_skips_a_run_another_transaction_holds_and_never_waits(engine: Eng
 def test_the_tick_prunes_with_the_retention_setting(
     engine: Engine, monkeypatch: pytest.MonkeyPatch, db_url: str
 ) -> None:
-    from scout_tasks import tasks
+    from scout_tasks import db, tasks
+    from scout_tasks.settings import get_settings
 
     insert_ended_runs(engine, 3, days_ago=10)
     insert_ended_runs(engine, 2, days_ago=1)
-    settings = Settings(_env_file=None, database_url=db_url, run_retention_days=5)  # type: ignore[call-arg]
-    monkeypatch.setattr(tasks, "get_settings", lambda: settings)
-    monkeypatch.setattr(tasks.db, "get_engine", lambda: engine)
-    assert tasks._prune(None) == 3
-    assert count(engine, "scout_runs") == 2
+    # The settings as a worker reads them, and the engine they name.
+    monkeypatch.setenv("SCOUT_DATABASE_URL", db_url)
+    monkeypatch.setenv("SCOUT_RUN_RETENTION_DAYS", "5")
+    get_settings.cache_clear()
+    try:
+        assert tasks._prune(None) == 3
+        assert count(engine, "scout_runs") == 2
 
-    keep = settings.model_copy(update={"run_retention_days": 0})
-    monkeypatch.setattr(tasks, "get_settings", lambda: keep)
-    insert_ended_runs(engine, 2, days_ago=5000)
-    assert tasks._prune(None) == 0
-    assert count(engine, "scout_runs") == 4
+        monkeypatch.setenv("SCOUT_RUN_RETENTION_DAYS", "0")
+        get_settings.cache_clear()
+        insert_ended_runs(engine, 2, days_ago=5000)
+        assert tasks._prune(None) == 0
+        assert count(engine, "scout_runs") == 4
+    finally:
+        get_settings.cache_clear()
+        db.dispose_engines()
 
 
 # --- scout-tasks api: a loud warning when open to the network without a token ------------------
