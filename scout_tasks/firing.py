@@ -167,14 +167,29 @@ def insert_runs(
     """Insert scheduled runs and queue their ``scout.trigger`` events, in ``conn``'s transaction.
 
     A slot that already has a run is skipped by ``UNIQUE (schedule_id,
-    scheduled_for)`` (ON CONFLICT DO NOTHING), so any writer of slots (a
-    backfill here, the fire batch in :mod:`scout_tasks.fire_write`) races every
-    other safely. Returns the runs
+    scheduled_for)`` (ON CONFLICT DO NOTHING), so any writer of slots (the
+    fire batch, a backfill) races every other safely. Returns the runs
     inserted, the queued events and, per schedule id, its latest inserted run's id.
     """
-    inserted = runs.insert_scheduled_runs(conn, new)
-    messages = _trigger_messages(inserted, _event_ids(len(inserted)), now)
-    queued = outbox.add_messages(conn, messages, [run.id for run in inserted])
+    # The run ids are made here, so each event's bytes are built before the one
+    # statement that writes the runs and their events (scout_tasks.fire_write).
+    ids = _event_ids(2 * len(new))
+    run_ids, event_ids = ids[: len(new)], ids[len(new) :]
+    planned = [
+        runs.InsertedRun(
+            run_id, str(r.schedule_id), r.scheduled_for, r.triggered_by, r.source, r.max_strategies
+        )
+        for r, run_id in zip(new, run_ids, strict=True)
+    ]
+    messages = _trigger_messages(planned, event_ids, now)
+    outbox_ids = fire_write.insert_runs_and_events(conn, new, run_ids, messages)
+    inserted: list[runs.InsertedRun] = []
+    queued: outbox.Queued = {}
+    for run, message in zip(planned, messages, strict=True):
+        outbox_id = outbox_ids.get(run.id)
+        if outbox_id is not None:  # None: the slot already had a run
+            inserted.append(run)
+            queued[outbox_id] = message
     return inserted, queued, _latest_runs(inserted)
 
 
@@ -229,31 +244,12 @@ def _write_batch(
 ) -> tuple[list[runs.InsertedRun], outbox.Queued]:
     """Write the runs (a slot that already has one is skipped), their events, the advances.
 
-    The runs and their events in one statement (:mod:`scout_tasks.fire_write`;
-    the run ids are made here, so each event's bytes are built before it), then
+    The runs and their events in one statement (:func:`insert_runs`), then
     the advance. Last, the batch's counters (runs
     created, slots skipped, the fire lag of each run: its ``created_at``, which
     is ``now``, minus its slot).
     """
-    new = batch.runs
-    ids = _event_ids(2 * len(new))
-    run_ids, event_ids = ids[: len(new)], ids[len(new) :]
-    planned = [
-        runs.InsertedRun(
-            run_id, str(r.schedule_id), r.scheduled_for, r.triggered_by, r.source, r.max_strategies
-        )
-        for r, run_id in zip(new, run_ids, strict=True)
-    ]
-    messages = _trigger_messages(planned, event_ids, now)
-    outbox_ids = fire_write.insert_runs_and_events(conn, new, run_ids, messages)
-    inserted: list[runs.InsertedRun] = []
-    queued: outbox.Queued = {}
-    for run, message in zip(planned, messages, strict=True):
-        outbox_id = outbox_ids.get(run.id)
-        if outbox_id is not None:  # None: the slot already had a run
-            inserted.append(run)
-            queued[outbox_id] = message
-    last_run = _latest_runs(inserted)
+    inserted, queued, last_run = insert_runs(conn, batch.runs, now)
     advances = batch.advances
     ids = [str(a.schedule_id) for a in advances]
     schedules.advance(

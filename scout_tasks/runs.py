@@ -46,46 +46,6 @@ class InsertedRun:
     max_strategies: int
 
 
-# The database makes the ids (gen_random_uuid()); RETURNING hands back exactly
-# the runs this statement inserted, with what their events carry.
-_INSERT_SCHEDULED = text(
-    """
-    INSERT INTO scout_runs (trigger_type, triggered_by, source, max_strategies,
-                            status, schedule_id, scheduled_for)
-    SELECT 'scheduled', u.triggered_by, u.source, u.max_strategies,
-           'pending', u.schedule_id, u.scheduled_for
-    FROM unnest(
-        CAST(:triggered_by AS text[]), CAST(:sources AS text[]),
-        CAST(:max_strategies AS int[]), CAST(:schedule_ids AS uuid[]),
-        CAST(:scheduled_for AS timestamptz[])
-    ) AS u(triggered_by, source, max_strategies, schedule_id, scheduled_for)
-    ON CONFLICT (schedule_id, scheduled_for) DO NOTHING
-    RETURNING id::text, schedule_id::text, scheduled_for, triggered_by, source, max_strategies
-    """
-)
-
-
-def insert_scheduled_runs(conn: Connection, new: Sequence[NewScheduledRun]) -> list[InsertedRun]:
-    """Insert one pending run per (schedule, slot); return the runs actually inserted.
-
-    A slot that already has a run is skipped by the unique constraint: losing
-    that race to another claimer is a normal outcome, not an error.
-    """
-    if not new:
-        return []
-    rows = conn.execute(
-        _INSERT_SCHEDULED,
-        {
-            "triggered_by": [r.triggered_by for r in new],
-            "sources": [r.source for r in new],
-            "max_strategies": [r.max_strategies for r in new],
-            "schedule_ids": [str(r.schedule_id) for r in new],
-            "scheduled_for": [r.scheduled_for for r in new],
-        },
-    )
-    return [InsertedRun(*row) for row in rows]
-
-
 def insert_manual_run(
     conn: Connection, *, source: str, max_strategies: int, triggered_by: str | None
 ) -> dict[str, Any]:

@@ -71,12 +71,12 @@ def test_the_loser_of_a_slot_race_gets_nothing_and_no_error(engine: Engine) -> N
     def loser() -> None:
         try:
             with engine.begin() as conn:
-                loser_result.append(runs.insert_scheduled_runs(conn, [loser_run]))
+                loser_result.append(firing.insert_runs(conn, [loser_run], SLOT)[0])
         except Exception as exc:  # noqa: BLE001 - any error is the failure we look for
             loser_errors.append(exc)
 
     with engine.begin() as conn:
-        (won,) = runs.insert_scheduled_runs(conn, [winner_run])
+        (won,) = firing.insert_runs(conn, [winner_run], SLOT)[0]
         assert (won.schedule_id, won.scheduled_for) == (str(schedule_id), SLOT)
         thread = threading.Thread(target=loser)
         thread.start()
@@ -110,7 +110,7 @@ def test_many_threads_racing_for_one_slot_make_one_run(engine: Engine) -> None:
         with engine.begin() as conn:
             conn.execute(text("SELECT 1"))
             barrier.wait(timeout=10)
-            return runs.insert_scheduled_runs(conn, [_slot_run(schedule_id, SLOT)])
+            return firing.insert_runs(conn, [_slot_run(schedule_id, SLOT)], SLOT)[0]
 
     with ThreadPoolExecutor(threads) as pool:
         results = [f.result(timeout=30) for f in [pool.submit(insert) for _ in range(threads)]]
