@@ -72,20 +72,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """After a parallel run, run the ``restart`` tests alone, in one process of their own."""
+    """After a parallel run, run the ``restart`` tests alone, in one process of their own.
+
+    Only after a run that went to its end (not one stopped by ``-x``, Ctrl-C or a
+    collection error), and with the run's own ``-m`` and ``-k``, so a run that
+    left the restart tests out never restarts a server.
+    """
     config = session.config
     if not _parallel_controller(config) or os.environ.get(RESTART_SERVERS) != "1":
         return
+    code = pytest.ExitCode
+    finished = (code.OK, code.TESTS_FAILED, code.NO_TESTS_COLLECTED)
+    if session.exitstatus not in finished or session.shouldstop or session.shouldfail:
+        return
+    marks = config.getoption("markexpr") or ""
+    keywords = config.getoption("keyword") or ""
     command = [
-        sys.executable, "-m", "pytest", "-n", "0", "-m", "restart", "-p", "no:cacheprovider",
-        "-q", "-rfEs", *config.args,
+        sys.executable, "-m", "pytest", "-n", "0", "-p", "no:cacheprovider", "-q", "-rfEs",
+        "-m", f"restart and ({marks})" if marks else "restart",
+        *(["-k", keywords] if keywords else []),
+        *config.args,
     ]  # fmt: skip
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     if terminal is not None:
         terminal.write_sep("=", "the restart tests, alone: " + " ".join(command[1:]))
     done = subprocess.run(command, cwd=config.invocation_params.dir, check=False)
-    # 5: none of them was selected (the run was given other paths).
-    if done.returncode not in (0, 5) and session.exitstatus == 0:
+    # 5: none of them was selected (the run was given other paths or expressions).
+    if done.returncode == 0 and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.OK
+    elif done.returncode not in (0, 5):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

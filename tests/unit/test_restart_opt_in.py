@@ -70,3 +70,26 @@ def test_in_a_parallel_run_they_run_alone_after_the_workers(tmp_path: Path) -> N
     # The failing restart test fails the whole run, though every worker's test passed.
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+def test_a_run_that_leaves_them_out_by_mark_never_runs_them(tmp_path: Path) -> None:
+    (tmp_path / "test_scratch.py").write_text(
+        "import pathlib, pytest\n"
+        "LOG = pathlib.Path(__file__).with_name('ran.log')\n"
+        "def test_ordinary():\n"
+        "    LOG.open('a').write('ordinary\\n')\n"
+        "@pytest.mark.restart\n"
+        "def test_restarting():\n"
+        "    LOG.open('a').write('restarting\\n')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    env |= {"SCOUT_TEST_RESTART_SERVERS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-n", "1",
+         "-p", "no:cacheprovider", "-q", "-o", "markers=restart", "-m", "not restart",
+         "test_scratch.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "ran.log").read_text().splitlines() == ["ordinary"]
