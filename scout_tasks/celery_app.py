@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from celery import Celery
+from celery.app.defaults import _TO_NEW_KEY
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
@@ -62,7 +63,8 @@ def celery_defaults() -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
         "worker_hijack_root_logger": True,
-        "imports": ("scout_tasks.tasks",),
+        # ``include``, not ``imports``: an operator's ``imports`` adds to it.
+        "include": ("scout_tasks.tasks",),
     }
     if transport_options:
         # The embedded default's filesystem:// broker: kombu takes its folders
@@ -76,10 +78,18 @@ def _yield_to_celeryconfig() -> dict[str, Any]:
 
     Celery ranks lazy defaults above the config module, so without this a
     ``broker_url`` or ``task_default_queue`` written there would be ignored.
+    Old-style names (``BROKER_URL``) count as their new ones. A default queue
+    renamed there is also the queue the worker consumes, unless the module
+    names its ``task_queues`` too: otherwise the beat would send where no
+    worker listens.
     """
     # None when there is no such module to import from the current folder.
-    overridden = app.loader.conf or {}
-    return {k: v for k, v in celery_defaults().items() if k not in overridden}
+    module = app.loader.conf or {}
+    given = {_TO_NEW_KEY.get(key, key): value for key, value in module.items()}
+    ours = celery_defaults()
+    if "task_default_queue" in given and "task_queues" not in given:
+        ours["task_queues"] = [Queue(given["task_default_queue"], durable=True)]
+    return {key: value for key, value in ours.items() if key not in given}
 
 
 app = Celery("scout_tasks")
