@@ -36,7 +36,7 @@ from celery.beat import Scheduler
 from sqlalchemy.engine import make_url
 
 from scout_tasks import heartbeat, horizon
-from scout_tasks.celery_app import FIRE, TICK
+from scout_tasks.celery_app import FIRE, PAIRED, TICK
 from scout_tasks.settings import get_settings, mask_url
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,8 @@ class _Listener:
     def horizon(self) -> horizon.Horizon:
         with self.conn.cursor() as cur:
             cur.execute(horizon.HORIZON_QUERY.text)
-            now, earliest, unscheduled, bounded = cur.fetchone()
-        return horizon.Horizon(now, earliest, unscheduled, bounded)
+            now, earliest, unscheduled, bounded, due_count = cur.fetchone()
+        return horizon.Horizon(now, earliest, unscheduled, bounded, due_count)
 
     def record_tick(self, leader: str, tick_seconds: float) -> None:
         """The heartbeat `scout-tasks status` and /metrics read (scout_beat)."""
@@ -230,7 +230,10 @@ class ScoutScheduler(Scheduler):
                 or (self._notified and since >= RESEND_AFTER_NOTIFY)
                 or (horizon.bounded and since >= HERD_CADENCE)
             )
-            if fresh and self._send(FIRE, horizon.earliest or horizon.now):
+            # A burst (more than a batch due) starts on two pool processes at
+            # once, not on one that hands on only once its first claim is back.
+            copies = 2 if horizon.due_count > self._settings.fire_batch_size else 1
+            if fresh and self._send(FIRE, horizon.earliest or horizon.now, copies):
                 self._last_fire, self._last_fire_sent = key, mono
                 self._notified = False
                 since = 0.0
@@ -247,15 +250,17 @@ class ScoutScheduler(Scheduler):
             wait = min(wait, until_slot)
         self._notified = listener.wait(wait) or self._notified
 
-    def _send(self, task: str, slot: datetime) -> bool:
+    def _send(self, task: str, slot: datetime, copies: int = 1) -> bool:
         try:
-            self.app.send_task(
-                task,
-                kwargs={"slot": slot.isoformat()},
-                expires=max(2 * self._settings.tick_seconds, 10.0),
-                retry=True,
-                retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
-            )
+            for _ in range(copies):
+                self.app.send_task(
+                    task,
+                    kwargs={"slot": slot.isoformat()},
+                    expires=max(2 * self._settings.tick_seconds, 10.0),
+                    retry=True,
+                    retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
+                    headers={PAIRED: True} if copies > 1 else None,
+                )
         except Exception as exc:  # noqa: BLE001 - any broker failure: log, carry on
             log.warning(
                 "could not send %s: %s",

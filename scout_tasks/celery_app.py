@@ -30,6 +30,11 @@ from scout_tasks.settings import get_settings, missing_url_error
 # The tasks' names: the beat sends them by name, so it need not import the tasks.
 TICK = "scout_tasks.tick"
 FIRE = "scout_tasks.fire"
+# A message header on the fire tasks the beat sends two at a time for a burst
+# (more than a batch due): each of the two hands the rest on only after its
+# second full claim. A header, not an argument, so a worker that does not know
+# it runs the task as before.
+PAIRED = "scout_paired"
 
 
 def celery_defaults() -> dict[str, Any]:

@@ -82,6 +82,7 @@ def fire_due(
     *,
     batch_size: int = 1000,
     on_full_batch: Callable[[], None] | None = None,
+    hand_over_on: int = 1,
 ) -> FireReport:
     """Fire every due schedule, one claimed batch per transaction, until none is due.
 
@@ -89,18 +90,20 @@ def fire_due(
     and settled after the next batch is written: the broker stores one batch
     while the database writes the next, instead of each waiting for the other.
 
-    ``on_full_batch`` is called once, the moment a claim comes back full, so
-    the caller can hand the rest of a burst to other worker processes while
-    this one writes and publishes its batch.
+    ``on_full_batch`` is called once, the moment the ``hand_over_on``-th
+    claim comes back full, so the caller can hand the rest of a burst to other
+    worker processes while this one writes and publishes its batch.
     """
     report = FireReport()
     init, invalid = initialise_unscheduled(engine, batch_size)
     report.initialised, report.invalid = init, invalid
-    pending_fan_out = [on_full_batch] if on_full_batch is not None else []
+    full_claims = 0
 
     def on_full() -> None:
-        if pending_fan_out:
-            pending_fan_out.pop()()
+        nonlocal full_claims
+        full_claims += 1
+        if full_claims == hand_over_on and on_full_batch is not None:
+            on_full_batch()
 
     in_flight: outbox.InFlight | None = None
     try:

@@ -38,6 +38,9 @@ def leader_present(conn: Connection) -> bool:
 
 # Rows the horizon reads at most to find a jittered due instant (see below).
 HORIZON_WINDOW = 1000
+# Due schedules the horizon counts at most: enough to tell a burst (more than
+# one claim's batch) from a handful, without reading a whole herd each wake-up.
+DUE_COUNT_CAP = 1001
 
 # The earliest instant a schedule is due: min(next_run_at + d). Without jitter
 # that is two index probes on the partial due-index, never a scan of all
@@ -47,8 +50,12 @@ HORIZON_WINDOW = 1000
 # of jittered schedules on one slot), the last row's next_run_at is a lower
 # bound of every unread row's due instant, and the answer is marked
 # ``bounded``: the beat then sends ``fire`` at a steady cadence instead of
-# reading the whole herd on every wake-up. The beat runs it on its own
-# psycopg2 session (the one that LISTENs).
+# reading the whole herd on every wake-up. ``due_count`` is how many are due
+# now among the first DUE_COUNT_CAP rows of the claim's own index range (a
+# jittered herd reads no further): more than a batch, and the beat sends the
+# fire task to two pool processes at once instead of to one that hands on
+# after its first claim. The beat runs it on its own psycopg2 session (the
+# one that LISTENs).
 HORIZON_QUERY = text(
     """
     WITH head AS (
@@ -71,8 +78,15 @@ HORIZON_QUERY = text(
                  (SELECT bound FROM cut)) AS earliest,
            EXISTS (SELECT 1 FROM scout_schedules
                     WHERE enabled AND next_run_at IS NULL AND last_error IS NULL) AS unscheduled,
-           EXISTS (SELECT 1 FROM cut) AS bounded
-    """.replace("$jitter", jitter.sql_interval("s")).replace("$window", str(HORIZON_WINDOW))
+           EXISTS (SELECT 1 FROM cut) AS bounded,
+           (SELECT count(*) FILTER (WHERE due.due_at <= now()) FROM (
+                SELECT s.next_run_at + $jitter AS due_at
+                FROM scout_schedules s
+                WHERE s.enabled AND s.next_run_at <= now()
+                ORDER BY s.next_run_at LIMIT $cap) AS due) AS due_count
+    """.replace("$jitter", jitter.sql_interval("s"))
+    .replace("$window", str(HORIZON_WINDOW))
+    .replace("$cap", str(DUE_COUNT_CAP))
 )
 
 
@@ -88,3 +102,4 @@ class Horizon:
     earliest: datetime | None
     unscheduled: bool
     bounded: bool = False
+    due_count: int = 0

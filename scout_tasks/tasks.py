@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from scout_tasks import db, firing, outbox, retention, sweep
-from scout_tasks.celery_app import FIRE, TICK, app
+from scout_tasks.celery_app import FIRE, PAIRED, TICK, app
 from scout_tasks.publisher import process_publisher
 from scout_tasks.settings import get_settings
 
@@ -30,7 +30,7 @@ def _send_fire(slot: str | None) -> None:
     fire.apply_async(kwargs={"slot": slot}, expires=_expires(), retry=False)
 
 
-def _fire(slot: str | None, origin: str) -> dict[str, Any]:
+def _fire(slot: str | None, origin: str, *, paired: bool = False) -> dict[str, Any]:
     settings = get_settings()
     engine = db.get_engine()
 
@@ -57,6 +57,8 @@ def _fire(slot: str | None, origin: str) -> dict[str, Any]:
             process_publisher(),
             batch_size=settings.fire_batch_size,
             on_full_batch=fan_out,
+            # A pair shares the first two batches; a third means more than both.
+            hand_over_on=2 if paired else 1,
         )
     except DBAPIError as exc:
         # The next tick tries again; a traceback per tick helps nobody.
@@ -91,7 +93,13 @@ def _fire(slot: str | None, origin: str) -> dict[str, Any]:
 @app.task(name=FIRE, acks_late=True, ignore_result=True)
 def fire(slot: str | None = None) -> dict[str, Any]:
     """Fire every schedule due now (sent by the beat the moment a slot comes due)."""
-    return _fire(slot, "fire")
+    return _fire(slot, "fire", paired=_paired(fire.request))
+
+
+def _paired(request: Any) -> bool:
+    # A worker puts a message's headers on the request itself; an eager call
+    # (``fire.apply``) puts them only in ``request.headers``.
+    return bool(request.get(PAIRED) or (request.headers or {}).get(PAIRED))
 
 
 @app.task(name=TICK, acks_late=True, ignore_result=True)

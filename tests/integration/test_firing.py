@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from scout_tasks import cron, firing
+from scout_tasks import cron, firing, schedules
 from scout_tasks.events import iso
 from tests.integration.helpers import (
     TRIGGER_KEYS,
@@ -194,6 +194,43 @@ def test_a_burst_is_handed_on_once_as_soon_as_a_claim_comes_back_full(
 
     assert report.runs == 25
     assert seen == [(0, 0)]  # once, although two claims came back full
+
+
+def test_one_of_a_pair_hands_on_only_after_its_second_full_claim(engine: Engine, publisher) -> None:
+    # The beat sent two fire tasks for this burst: the first two batches are theirs.
+    insert_due_schedules(engine, 25, cron="0 0 1 1 *")
+    seen: list[int] = []
+
+    report = firing.fire_due(
+        engine,
+        publisher,
+        batch_size=10,
+        on_full_batch=lambda: seen.append(count(engine, "scout_runs")),
+        hand_over_on=2,
+    )
+
+    assert report.runs == 25
+    # Called while the second claim is held: the first batch is committed, not the second.
+    assert seen == [10]
+
+
+def test_a_pair_that_shares_two_batches_hands_nothing_on(engine: Engine, publisher) -> None:
+    insert_due_schedules(engine, 20, cron="0 0 1 1 *")
+    calls: list[None] = []
+
+    with engine.begin() as conn:
+        # The pair's other task holds one batch (claimed, not yet written).
+        other = schedules.claim_due(conn, 10)
+        report = firing.fire_due(
+            engine,
+            publisher,
+            batch_size=10,
+            on_full_batch=lambda: calls.append(None),
+            hand_over_on=2,
+        )
+    assert len(other) == 10
+    assert report.runs == 10
+    assert calls == []
 
 
 def test_a_burst_smaller_than_a_batch_is_not_handed_on(engine: Engine, publisher) -> None:

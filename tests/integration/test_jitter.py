@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import Engine, text
 
 from scout_tasks import firing, horizon, jitter, schedules
-from tests.integration.helpers import execute, row, rows
+from tests.integration.helpers import execute, insert_due_schedules, row, rows
 
 
 def _insert(engine: Engine, schedule_id: uuid.UUID, name: str, j: int, due: str) -> None:
@@ -93,9 +93,9 @@ def test_the_beat_wakes_at_the_earliest_slot_plus_d(engine: Engine) -> None:
     # A later slot with a smaller d can be due earlier: the beat wakes for it.
     second = uuid.uuid4()
     d_second = jitter.offset(second, 60)
-    _insert(
-        engine, second, "later-slot", 60, "date_trunc('second', now()) + interval '1 hour 1 minute'"
-    )
+    # A minute after the first slot itself (now() may have crossed a second since).
+    later = f"'{(slot + timedelta(minutes=1)).isoformat()}'::timestamptz"
+    _insert(engine, second, "later-slot", 60, later)
     assert _horizon(engine).earliest == slot + timedelta(minutes=1) + d_second
 
     # An unjittered schedule between them wins when it is earlier still.
@@ -189,3 +189,17 @@ def test_a_schedule_waiting_out_its_jitter_is_neither_due_nor_overdue(engine: En
     with engine.connect() as conn:
         counts = schedules.count_enabled(conn, overdue_after=60)
     assert (counts.due, counts.overdue) == (1, 1)
+
+
+def test_the_horizon_counts_what_is_due_now_up_to_its_cap(engine: Engine) -> None:
+    assert _horizon(engine).due_count == 0
+    insert_due_schedules(engine, 7)
+    assert _horizon(engine).due_count == 7
+    # One waiting out its jitter is in the claim's range but not yet due: not counted.
+    waiting = _id_with_offset_at_least(600, 300_000)
+    _insert(engine, waiting, "waiting", 600, "now() - interval '1 second'")
+    # Nor is one due in the future.
+    _insert(engine, uuid.uuid4(), "later", 0, "now() + interval '1 hour'")
+    assert _horizon(engine).due_count == 7
+    insert_due_schedules(engine, horizon.DUE_COUNT_CAP + 50, prefix="many")
+    assert _horizon(engine).due_count == horizon.DUE_COUNT_CAP
