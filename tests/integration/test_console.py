@@ -574,3 +574,22 @@ def test_the_backfill_form_appears_only_once_backfill_exists(
         f"/ui/schedules/{made['id']}/backfill", data={**form, "to": form["from"], "dry_run": "1"}
     )
     assert banner(wrong.text).startswith("to:")
+
+
+def test_a_page_past_the_end_says_so_instead_of_no_runs_yet(
+    client: TestClient, engine: Engine
+) -> None:
+    made = add(engine)
+    for _ in range(3):
+        service.run_now(engine, made["id"])
+    # A bookmarked or hand-edited ?page= beyond the last page: the runs exist.
+    for path in ("/ui/runs", f"/ui/schedules/{made['id']}"):
+        words = text_of(client.get(path, params={"page": 9}).text)
+        assert "No runs yet" not in words, path
+        assert "past the last page" in words, path
+        assert "page 9" in words.lower(), path
+    listed = client.get("/ui/runs", params={"page": 9, "trigger_type": "manual"}).text
+    assert "No run matches" not in text_of(listed)  # the filter matches 3 runs
+    assert 'href="/ui/runs?trigger_type=manual&amp;page=1"' in listed  # back to the last page
+    schedule_page = client.get(f"/ui/schedules/{made['id']}", params={"page": 9}).text
+    assert 'href="?page=1#runs-h"' in schedule_page
