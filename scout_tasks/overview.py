@@ -66,21 +66,31 @@ def header(conn: Connection) -> Header:
     )
 
 
-def fire_times(schedule: Mapping[str, Any], now: datetime, count: int) -> list[datetime]:
-    """The next fire times, or none when the stored expression or zone is unusable."""
+def fire_times(
+    schedule: Mapping[str, Any], now: datetime, count: int
+) -> tuple[list[datetime], str | None]:
+    """The next fire times, or none and why when the stored expression or zone is unusable.
+
+    The why matters before any beat has tried the row (``last_error`` is still
+    empty then): a row written by plain SQL is not "planned soon", it never will be.
+    """
     try:
-        return service.preview_fire_times(schedule, now, count)
-    except (ScoutTasksError, ValueError, OverflowError):
-        # Written by plain SQL and refused by the scheduler: last_error says why.
-        return []
+        return service.preview_fire_times(schedule, now, count), None
+    except ScoutTasksError as exc:
+        return [], str(exc)
+    except (ValueError, OverflowError) as exc:
+        return [], f"cron_expression: cannot compute its fire times ({exc})"
 
 
 def present(schedule: Mapping[str, Any], now: datetime, count: int) -> dict[str, Any]:
-    """A schedule row with its description and next ``count`` fire times."""
+    """A schedule row with its description, next ``count`` fire times and ``plan_error``."""
+    times, error = fire_times(schedule, now, count)
     return {
         **schedule,
         "cron_description": describe(str(schedule["cron_expression"])),
-        "next_times": fire_times(schedule, now, count),
+        "next_times": times,
+        # Why it cannot be planned: the scheduler's word, else the console's own check.
+        "plan_error": schedule.get("last_error") or error,
     }
 
 

@@ -593,3 +593,25 @@ def test_a_page_past_the_end_says_so_instead_of_no_runs_yet(
     assert 'href="/ui/runs?trigger_type=manual&amp;page=1"' in listed  # back to the last page
     schedule_page = client.get(f"/ui/schedules/{made['id']}", params={"page": 9}).text
     assert 'href="?page=1#runs-h"' in schedule_page
+
+
+def test_an_expression_the_scheduler_refuses_is_not_announced_as_planned_soon(
+    client: TestClient, engine: Engine
+) -> None:
+    # Written with psql, before any beat has looked at it (no last_error yet).
+    execute(
+        engine,
+        "INSERT INTO scout_schedules (name, cron_expression, source, max_strategies) "
+        "VALUES ('Broken by SQL', '61 25 * * *', 'stratninja', 5)",
+    )
+    made = row(engine, "SELECT id FROM scout_schedules WHERE name = 'Broken by SQL'")
+    for path in ("/ui", f"/ui/schedules/{made['id']}"):
+        words = text_of(client.get(path).text)
+        assert "not planned yet" not in words.lower(), path
+        assert "the next tick computes it" not in words, path
+        assert "cannot be planned" in words, path
+        assert "61 25 * * *" in words, path
+    detail = text_of(client.get(f"/ui/schedules/{made['id']}").text)
+    assert "Next 0 fire times" not in detail
+    # The console says why, in the validator's words, as the CLI would.
+    assert "cron_expression:" in detail
