@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -91,6 +91,12 @@ def present(schedule: Mapping[str, Any], now: datetime, count: int) -> dict[str,
         "next_times": times,
         # Why it cannot be planned: the scheduler's word, else the console's own check.
         "plan_error": schedule.get("last_error") or error,
+        # What the header's "overdue" counts, so the operator can find which one.
+        "overdue": bool(
+            schedule["enabled"]
+            and schedule["next_run_at"] is not None
+            and now - schedule["next_run_at"] > timedelta(seconds=OVERDUE_SECONDS)
+        ),
     }
 
 

@@ -615,3 +615,24 @@ def test_an_expression_the_scheduler_refuses_is_not_announced_as_planned_soon(
     assert "Next 0 fire times" not in detail
     # The console says why, in the validator's words, as the CLI would.
     assert "cron_expression:" in detail
+
+
+def test_the_overdue_schedule_the_header_counts_is_marked_on_its_row_and_page(
+    client: TestClient, engine: Engine
+) -> None:
+    late = add(engine, "Late one")
+    add(engine, "On time")
+    execute(
+        engine,
+        "UPDATE scout_schedules SET next_run_at = now() - interval '2 hours' WHERE id = :id",
+        id=late["id"],
+    )
+    page = client.get("/ui").text
+    assert "1 overdue" in text_of(page)
+    rows_ = {}
+    for body in re.findall(r"<tr class=.*?</tr>", page, re.S):
+        words = text_of(body)
+        rows_["Late one" if "Late one" in words else "On time"] = words
+    assert "overdue" in rows_["Late one"], rows_
+    assert "overdue" not in rows_["On time"], rows_
+    assert "overdue" in text_of(client.get(f"/ui/schedules/{late['id']}").text)
