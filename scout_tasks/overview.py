@@ -15,7 +15,17 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from scout_tasks import heartbeat, horizon, outbox, run_events, runs, schedules, search, service
+from scout_tasks import (
+    cron,
+    heartbeat,
+    horizon,
+    outbox,
+    run_events,
+    runs,
+    schedules,
+    search,
+    service,
+)
 from scout_tasks.cron_description import describe
 from scout_tasks.db import db_now
 from scout_tasks.errors import ScoutTasksError
@@ -75,7 +85,15 @@ def fire_times(
     empty then): a row written by plain SQL is not "planned soon", it never will be.
     """
     try:
-        return service.preview_fire_times(schedule, now, count), None
+        times = service.preview_fire_times(schedule, now, count)
+        if times and times[0] <= now and count > 1:
+            # Overdue: the beat fires the missed slot at once, then moves to the
+            # first slot after now (policy.plan), never to the slots missed since.
+            later = cron.next_times(
+                schedule["cron_expression"], schedule["timezone"], now, count - 1
+            )
+            times = times[:1] + later
+        return times, None
     except ScoutTasksError as exc:
         return [], str(exc)
     except (ValueError, OverflowError) as exc:

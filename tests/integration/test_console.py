@@ -636,3 +636,33 @@ def test_the_overdue_schedule_the_header_counts_is_marked_on_its_row_and_page(
     assert "overdue" in rows_["Late one"], rows_
     assert "overdue" not in rows_["On time"], rows_
     assert "overdue" in text_of(client.get(f"/ui/schedules/{late['id']}").text)
+
+
+def test_an_overdue_schedule_previews_the_slots_it_will_fire_not_the_ones_it_missed(
+    client: TestClient, engine: Engine
+) -> None:
+    from datetime import UTC, datetime
+
+    late = add(engine, "Every quarter", cron_expression="*/15 * * * *", timezone="UTC")
+    execute(
+        engine,
+        "UPDATE scout_schedules SET next_run_at = now() - interval '2 hours' WHERE id = :id",
+        id=late["id"],
+    )
+    now = scalar(engine, "SELECT now()")
+    page = client.get(f"/ui/schedules/{late['id']}").text
+    card = page[page.index('id="next-h"') : page.index('id="act-h"')]
+    shown = [
+        datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        for t in re.findall(r'<time datetime="([^"]+)"', card)[::2]
+    ]
+    assert len(shown) == 5, shown
+    # The missed slot is due at once (marked overdue); after it the beat goes to
+    # the first slot after now (coalesced), so the 4 slots since are not "next".
+    assert shown[0] < now and "overdue" in text_of(card)
+    assert all(moment > now for moment in shown[1:]), shown
+    listed = client.get("/ui").text
+    row_times = re.findall(r'<time datetime="([^"]+)"', listed)
+    assert all(
+        datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) > now for t in row_times[1:3]
+    ), row_times
