@@ -10,12 +10,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from scout_tasks import heartbeat, horizon, outbox, run_events, runs, schedules, search, service
+from scout_tasks import (
+    cron,
+    heartbeat,
+    horizon,
+    outbox,
+    run_events,
+    runs,
+    schedules,
+    search,
+    service,
+)
 from scout_tasks.cron_description import describe
 from scout_tasks.db import db_now
 from scout_tasks.errors import ScoutTasksError
@@ -66,21 +76,45 @@ def header(conn: Connection) -> Header:
     )
 
 
-def fire_times(schedule: Mapping[str, Any], now: datetime, count: int) -> list[datetime]:
-    """The next fire times, or none when the stored expression or zone is unusable."""
+def fire_times(
+    schedule: Mapping[str, Any], now: datetime, count: int
+) -> tuple[list[datetime], str | None]:
+    """The next fire times, or none and why when the stored expression or zone is unusable.
+
+    The why matters before any beat has tried the row (``last_error`` is still
+    empty then): a row written by plain SQL is not "planned soon", it never will be.
+    """
     try:
-        return service.preview_fire_times(schedule, now, count)
-    except (ScoutTasksError, ValueError, OverflowError):
-        # Written by plain SQL and refused by the scheduler: last_error says why.
-        return []
+        times = service.preview_fire_times(schedule, now, count)
+        if times and times[0] <= now and count > 1:
+            # Overdue: the beat fires the missed slot at once, then moves to the
+            # first slot after now (policy.plan), never to the slots missed since.
+            later = cron.next_times(
+                schedule["cron_expression"], schedule["timezone"], now, count - 1
+            )
+            times = times[:1] + later
+        return times, None
+    except ScoutTasksError as exc:
+        return [], str(exc)
+    except (ValueError, OverflowError) as exc:
+        return [], f"cron_expression: cannot compute its fire times ({exc})"
 
 
 def present(schedule: Mapping[str, Any], now: datetime, count: int) -> dict[str, Any]:
-    """A schedule row with its description and next ``count`` fire times."""
+    """A schedule row with its description, next ``count`` fire times and ``plan_error``."""
+    times, error = fire_times(schedule, now, count)
     return {
         **schedule,
         "cron_description": describe(str(schedule["cron_expression"])),
-        "next_times": fire_times(schedule, now, count),
+        "next_times": times,
+        # Why it cannot be planned: the scheduler's word, else the console's own check.
+        "plan_error": schedule.get("last_error") or error,
+        # What the header's "overdue" counts, so the operator can find which one.
+        "overdue": bool(
+            schedule["enabled"]
+            and schedule["next_run_at"] is not None
+            and now - schedule["next_run_at"] > timedelta(seconds=OVERDUE_SECONDS)
+        ),
     }
 
 

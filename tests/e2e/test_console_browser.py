@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,7 @@ from sqlalchemy import Engine
 from scout_tasks import service
 from tests.cdp import CHROMIUM, Browser
 from tests.conftest import EventQueue
-from tests.integration.helpers import counts, row, scalar
+from tests.integration.helpers import counts, execute, row, scalar
 
 SCOUT_TASKS = str(Path(sys.executable).with_name("scout-tasks"))
 TOKEN = "browser-token"
@@ -298,3 +299,46 @@ def test_the_phone_layout_shows_cards_without_horizontal_scrolling(
         "getComputedStyle(document.querySelector('table.schedules td'), '::before').content"
     )
     assert label == '"Status"'
+
+
+def test_a_long_error_without_spaces_wraps_instead_of_widening_the_page(
+    start_api: StartApi, browser: Browser, engine: Engine
+) -> None:
+    """An agent's error often holds a URL or a token with no space in it."""
+    made = add(engine)
+    error = (
+        'Traceback (most recent call last):\n  File "agent.py", line 412\n'
+        "ConnectionError: https://api.vendor.example/v2/strategies?filter=" + "x" * 600
+    )
+    run_id = uuid.uuid4()
+    execute(
+        engine,
+        "INSERT INTO scout_runs (id, trigger_type, source, max_strategies, status, error_message,"
+        " schedule_id, started_at, completed_at) VALUES (:run, 'manual', 'stratninja', 10,"
+        " 'failed', :error, :id, now(), now())",
+        run=run_id,
+        error=error,
+        id=made["id"],
+    )
+    base = start_api()
+    pages = (f"/ui/runs/{run_id}", "/ui/runs", f"/ui/schedules/{made['id']}")
+    for width, mobile in ((1280, False), (390, True)):
+        browser.viewport(width, 844, mobile=mobile)
+        for path in pages:
+            browser.goto(base + path)
+            page_width = browser.js("document.documentElement.scrollWidth")
+            assert page_width <= width, (path, width, page_width)
+            # Inside the tables too: nothing is hidden behind a sideways scroll.
+            wide = browser.js(
+                "[...document.querySelectorAll('.table-wrap')]"
+                ".filter(w => w.scrollWidth > w.clientWidth).length"
+            )
+            assert wide == 0, (path, width)
+            # In a list the error is cut to a few lines; the run's page shows all of it.
+            lines = browser.js(
+                "Math.max(0, ...[...document.querySelectorAll('.grid .err')].map(e =>"
+                " e.getBoundingClientRect().height / parseFloat(getComputedStyle(e).lineHeight)))"
+            )
+            assert lines <= 3.5, (path, width, lines)
+    browser.goto(f"{base}/ui/runs/{run_id}")
+    assert browser.text(".note-bad").endswith("x" * 100)

@@ -574,3 +574,95 @@ def test_the_backfill_form_appears_only_once_backfill_exists(
         f"/ui/schedules/{made['id']}/backfill", data={**form, "to": form["from"], "dry_run": "1"}
     )
     assert banner(wrong.text).startswith("to:")
+
+
+def test_a_page_past_the_end_says_so_instead_of_no_runs_yet(
+    client: TestClient, engine: Engine
+) -> None:
+    made = add(engine)
+    for _ in range(3):
+        service.run_now(engine, made["id"])
+    # A bookmarked or hand-edited ?page= beyond the last page: the runs exist.
+    for path in ("/ui/runs", f"/ui/schedules/{made['id']}"):
+        words = text_of(client.get(path, params={"page": 9}).text)
+        assert "No runs yet" not in words, path
+        assert "past the last page" in words, path
+        assert "page 9" in words.lower(), path
+    listed = client.get("/ui/runs", params={"page": 9, "trigger_type": "manual"}).text
+    assert "No run matches" not in text_of(listed)  # the filter matches 3 runs
+    assert 'href="/ui/runs?trigger_type=manual&amp;page=1"' in listed  # back to the last page
+    schedule_page = client.get(f"/ui/schedules/{made['id']}", params={"page": 9}).text
+    assert 'href="?page=1#runs-h"' in schedule_page
+
+
+def test_an_expression_the_scheduler_refuses_is_not_announced_as_planned_soon(
+    client: TestClient, engine: Engine
+) -> None:
+    # Written with psql, before any beat has looked at it (no last_error yet).
+    execute(
+        engine,
+        "INSERT INTO scout_schedules (name, cron_expression, source, max_strategies) "
+        "VALUES ('Broken by SQL', '61 25 * * *', 'stratninja', 5)",
+    )
+    made = row(engine, "SELECT id FROM scout_schedules WHERE name = 'Broken by SQL'")
+    for path in ("/ui", f"/ui/schedules/{made['id']}"):
+        words = text_of(client.get(path).text)
+        assert "not planned yet" not in words.lower(), path
+        assert "the next tick computes it" not in words, path
+        assert "cannot be planned" in words, path
+        assert "61 25 * * *" in words, path
+    detail = text_of(client.get(f"/ui/schedules/{made['id']}").text)
+    assert "Next 0 fire times" not in detail
+    # The console says why, in the validator's words, as the CLI would.
+    assert "cron_expression:" in detail
+
+
+def test_the_overdue_schedule_the_header_counts_is_marked_on_its_row_and_page(
+    client: TestClient, engine: Engine
+) -> None:
+    late = add(engine, "Late one")
+    add(engine, "On time")
+    execute(
+        engine,
+        "UPDATE scout_schedules SET next_run_at = now() - interval '2 hours' WHERE id = :id",
+        id=late["id"],
+    )
+    page = client.get("/ui").text
+    assert "1 overdue" in text_of(page)
+    rows_ = {}
+    for body in re.findall(r"<tr class=.*?</tr>", page, re.S):
+        words = text_of(body)
+        rows_["Late one" if "Late one" in words else "On time"] = words
+    assert "overdue" in rows_["Late one"], rows_
+    assert "overdue" not in rows_["On time"], rows_
+    assert "overdue" in text_of(client.get(f"/ui/schedules/{late['id']}").text)
+
+
+def test_an_overdue_schedule_previews_the_slots_it_will_fire_not_the_ones_it_missed(
+    client: TestClient, engine: Engine
+) -> None:
+    from datetime import UTC, datetime
+
+    late = add(engine, "Every quarter", cron_expression="*/15 * * * *", timezone="UTC")
+    execute(
+        engine,
+        "UPDATE scout_schedules SET next_run_at = now() - interval '2 hours' WHERE id = :id",
+        id=late["id"],
+    )
+    now = scalar(engine, "SELECT now()")
+    page = client.get(f"/ui/schedules/{late['id']}").text
+    card = page[page.index('id="next-h"') : page.index('id="act-h"')]
+    shown = [
+        datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        for t in re.findall(r'<time datetime="([^"]+)"', card)[::2]
+    ]
+    assert len(shown) == 5, shown
+    # The missed slot is due at once (marked overdue); after it the beat goes to
+    # the first slot after now (coalesced), so the 4 slots since are not "next".
+    assert shown[0] < now and "overdue" in text_of(card)
+    assert all(moment > now for moment in shown[1:]), shown
+    listed = client.get("/ui").text
+    row_times = re.findall(r'<time datetime="([^"]+)"', listed)
+    assert all(
+        datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) > now for t in row_times[1:3]
+    ), row_times
