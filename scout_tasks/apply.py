@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from scout_tasks import manifest, schedules, service, validation
 from scout_tasks.changes import set_actor
+from scout_tasks.errors import InvalidInput
 from scout_tasks.manifest import CREATE, DELETE, MANAGED_BY, UPDATE, Plan
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,23 @@ def apply(
 
 
 def export(engine: Engine) -> dict[str, Any]:
-    """Every schedule as a document that :func:`apply` accepts with no change."""
+    """Every schedule as a document that :func:`apply` accepts with no change.
+
+    A row written with plain SQL may hold what the write rules refuse (an
+    expression that can never fire, an unknown zone); apply would reject the
+    file, so the export is refused instead, naming the schedule and the field.
+    """
     with engine.connect() as conn:
         rows, _total = schedules.list_schedules(conn)
-    return manifest.export_document(rows)
+    document = manifest.export_document(rows)
+    try:
+        manifest.parse_document(document)
+    except InvalidInput as exc:
+        head = exc.field.split("]", 1)[0].removeprefix("schedules[")
+        if not head.isdigit():
+            raise
+        name = document["schedules"][int(head)]["name"]
+        raise InvalidInput(
+            exc.field, f"schedule {name!r} cannot be exported as it is: {exc.reason}"
+        ) from None
+    return document

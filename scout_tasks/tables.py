@@ -112,6 +112,9 @@ schedules = Table(
     # never touches a schedule made any other way.
     Column("managed_by", Text),
     CheckConstraint("max_strategies BETWEEN 1 AND 1000", name="max_strategies_range"),
+    # The write rules' lengths, so a schedule written with plain SQL keeps them too.
+    CheckConstraint("char_length(name) >= 1", name="name_length"),
+    CheckConstraint("char_length(source) BETWEEN 1 AND 50", name="source_length"),
     CheckConstraint(_one_of("misfire_policy", MISFIRE_POLICIES), name="misfire_policy"),
     CheckConstraint(_one_of("overlap_policy", OVERLAP_POLICIES), name="overlap_policy"),
     CheckConstraint("misfire_grace_seconds >= 0", name="misfire_grace_nonnegative"),

@@ -245,6 +245,27 @@ def test_export_round_trips_with_no_change(cli: Cli, engine: Engine, tmp_path: P
     assert [p["action"] for p in again] == ["unchanged", "unchanged"]
 
 
+def test_export_refuses_a_schedule_apply_would_refuse(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    # Plain SQL can store what the write rules refuse (cron is checked by
+    # scout-tasks, not the database); exporting it would make a file that
+    # apply rejects, so export says which schedule and writes nothing.
+    service.create_schedule(engine, _entry("fine"))
+    execute(
+        engine,
+        "INSERT INTO scout_schedules (name, cron_expression, source, max_strategies)"
+        " VALUES ('never', '0 0 30 2 *', 'sql', 2)",
+    )
+    out = tmp_path / "export.yaml"
+
+    line = one_error_line(cli("schedules", "export", "-o", str(out)), 2)
+
+    assert line.startswith("scout-tasks: error: schedules[1].cron_expression: ")
+    assert "'never'" in line and "can never fire" in line
+    assert not out.exists()
+
+
 def test_http_apply_returns_the_plan_and_refuses_like_the_cli(
     db_url: str, broker_url: str, exchange_name: str, engine: Engine
 ) -> None:

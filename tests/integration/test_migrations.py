@@ -506,3 +506,63 @@ def test_upgrade_keeps_a_non_object_run_metrics_under_value(empty_url: str) -> N
         "none": None,
         "object": {"a": 1},
     }
+
+
+@pytest.mark.parametrize(
+    ("name", "source", "constraint"),
+    [
+        ("", "sql", "ck_scout_schedules_name_length"),
+        ("empty source", "", "ck_scout_schedules_source_length"),
+        ("long source", "s" * 51, "ck_scout_schedules_source_length"),
+    ],
+)
+def test_plain_sql_is_held_to_the_name_and_source_lengths(
+    engine: Engine, name: str, source: str, constraint: str
+) -> None:
+    """The write rules bind plain SQL too: such a row used to fire with the bad value."""
+    with pytest.raises(IntegrityError, match=constraint), engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO scout_schedules (name, cron_expression, source, max_strategies)"
+                " VALUES (:name, '* * * * *', :source, 1)"
+            ),
+            {"name": name, "source": source},
+        )
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO scout_schedules (name, cron_expression, source, max_strategies)"
+                " VALUES ('x', '* * * * *', :source, 1)"
+            ),
+            {"source": "s" * 50},
+        )
+
+
+def test_upgrade_stops_on_rows_that_break_the_lengths_and_writes_nothing(
+    empty_url: str, tmp_path: Path
+) -> None:
+    migrate.upgrade(empty_url, "0008")
+    engine = _engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            bad = conn.execute(
+                text(
+                    "INSERT INTO scout_schedules (name, cron_expression, source, max_strategies)"
+                    " VALUES ('long', '* * * * *', :source, 1) RETURNING id"
+                ),
+                {"source": "s" * 60},
+            ).scalar_one()
+
+        result = run_cli("db", "upgrade", env={"SCOUT_DATABASE_URL": empty_url}, cwd=tmp_path)
+
+        assert result.returncode == 1, result
+        assert "Traceback" not in result.stderr
+        assert str(bad) in result.stderr and "source 60 characters" in result.stderr
+        assert migrate.current(empty_url) == "0008"
+
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE scout_schedules SET source = 'fixed'"))
+        migrate.upgrade(empty_url)
+        assert migrate.current(empty_url) == migrate.head_revision()
+    finally:
+        engine.dispose()
