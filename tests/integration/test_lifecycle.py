@@ -1269,6 +1269,31 @@ def test_the_sweep_fails_runs_that_never_started_or_went_quiet(engine: Engine) -
     assert sweep.sweep_stale_runs(engine, NOW, 3600, 21600) == 0
 
 
+def test_the_sweep_skips_a_stale_run_another_transaction_holds_and_never_waits(
+    engine: Engine,
+) -> None:
+    hour = timedelta(hours=1)
+    held = _run_at(engine, "pending", created=2 * hour)
+    other = _run_at(engine, "pending", created=2 * hour)
+    with engine.connect() as operator:
+        # An operator's open transaction on the row (a console editing it).
+        operator.execute(text("SELECT 1 FROM scout_runs WHERE id = :id FOR UPDATE"), {"id": held})
+        done: list[int] = []
+        sweeper = threading.Thread(
+            target=lambda: done.append(sweep.sweep_stale_runs(engine, NOW, 3600, 21600)),
+            daemon=True,
+        )
+        sweeper.start()
+        sweeper.join(20)
+        assert done == [1], "the sweep waited for a locked run"
+        operator.rollback()
+    assert get_run(engine, other)["status"] == "failed"
+    assert get_run(engine, held)["status"] == "pending"
+    # Released: the next sweep takes it.
+    assert sweep.sweep_stale_runs(engine, NOW, 3600, 21600) == 1
+    assert get_run(engine, held)["status"] == "failed"
+
+
 def test_the_sweep_uses_the_database_clock_by_default(engine: Engine) -> None:
     fresh = new_run(engine)
     execute(
