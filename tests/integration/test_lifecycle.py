@@ -885,6 +885,35 @@ def test_while_the_database_is_down_events_are_held_then_applied(
         down.dispose()
 
 
+def test_a_run_an_operator_holds_locked_delays_only_its_own_events(
+    engine: Engine,
+    broker_url: str,
+    exchange_name: str,
+    publisher: ConfirmingPublisher,
+    harness: Harness,
+) -> None:
+    # An operator's open transaction on one run (a console editing it) must not
+    # stop the recording of every other run's events: those runs would go
+    # silent, and the stale-run sweep fail them while their agents still work.
+    locked, other = new_run(engine), new_run(engine)
+    with engine.connect() as operator:
+        operator.execute(text("SELECT 1 FROM scout_runs WHERE id = :id FOR UPDATE"), {"id": locked})
+        publish(publisher, event("scout.started", locked, source="stratninja"))
+        time.sleep(0.3)
+        publish(publisher, event("scout.started", other, source="stratninja"))
+        wait_until(
+            lambda: get_run(engine, other)["status"] == "running", "the other run recorded", 15
+        )
+        # Held, for as long as the lock lasts: neither returned nor dead-lettered.
+        time.sleep(8)
+        assert harness.depth(harness.dead_queue) == 0
+        operator.rollback()
+    wait_until(lambda: get_run(engine, locked)["status"] == "running", "the locked run", 45)
+    harness.expect(2, timeout=10)
+    assert harness.depth(harness.dead_queue) == 0
+    assert harness.depth(harness.queue) == 0
+
+
 def test_a_stopped_consumer_returns_what_it_held(
     engine: Engine, broker_url: str, exchange_name: str, publisher: ConfirmingPublisher
 ) -> None:
