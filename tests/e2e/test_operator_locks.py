@@ -102,3 +102,42 @@ def test_a_stale_run_an_operator_holds_locked_does_not_stop_firing(
         assert status == "failed"
     finally:
         stop_all([beat, worker])
+
+
+def test_a_due_schedule_an_operator_holds_locked_does_not_delay_the_others(
+    db_url: str,
+    broker_url: str,
+    exchange_name: str,
+    engine: Engine,
+    tmp_path: Path,
+    operator: psycopg2.extensions.connection,
+) -> None:
+    # The held schedule stays due (every claim skips it), so the beat's earliest
+    # due instant never moves: on main the beat then slept until its next tick,
+    # and every other schedule fired up to a tick period late.
+    held = _schedule_due_in(engine, -1)
+    with operator.cursor() as cur:
+        cur.execute("SELECT id FROM scout_schedules WHERE id = %s FOR UPDATE", (str(held),))
+    env = scout_env(db_url, broker_url, exchange_name, SCOUT_TICK_SECONDS="30")
+    worker = CeleryProcess("worker", env, tmp_path)
+    beat = CeleryProcess("beat", env, tmp_path)
+    try:
+        worker.wait_for("ready")
+        beat.wait_for("this beat is now the leader")
+        time.sleep(2)  # the first tick and fire have gone by
+        other = _schedule_due_in(engine, 4)
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline and _runs_of(engine, other) == 0:
+            time.sleep(0.2)
+        with engine.connect() as conn:
+            lag = conn.execute(
+                text(
+                    "SELECT extract(epoch FROM created_at - scheduled_for) FROM scout_runs"
+                    " WHERE schedule_id = :s"
+                ),
+                {"s": other},
+            ).scalar()
+        assert lag is not None and float(lag) < 2.0, (lag, beat.log()[-3000:])
+        assert _runs_of(engine, held) == 0
+    finally:
+        stop_all([beat, worker])
