@@ -88,8 +88,7 @@ class _Listener:
     def horizon(self) -> horizon.Horizon:
         with self.conn.cursor() as cur:
             cur.execute(horizon.HORIZON_QUERY.text)
-            now, earliest, unscheduled, bounded, due_count = cur.fetchone()
-        return horizon.Horizon(now, earliest, unscheduled, bounded, due_count)
+            return horizon.Horizon(*cur.fetchone())
 
     def record_tick(self, leader: str, tick_seconds: float) -> None:
         """The heartbeat `scout-tasks status` and /metrics read (scout_beat)."""
@@ -127,7 +126,7 @@ class ScoutScheduler(Scheduler):
         self._listener: _Listener | None = None
         self._leader = False
         self._next_tick = 0.0
-        self._last_fire: tuple[datetime | None, bool] | None = None
+        self._last_fire: tuple[datetime | None, datetime | None, bool] | None = None
         self._last_fire_sent = 0.0
         self._notified = False
         self._name = f"{socket.gethostname()}:{os.getpid()}"
@@ -219,7 +218,9 @@ class ScoutScheduler(Scheduler):
         )
         resend_in: float | None = None
         if due:
-            key = (horizon.earliest, horizon.unscheduled)
+            # latest_due is in the key: a schedule coming due behind one that
+            # stays due (its row held elsewhere) is a fresh reason to send.
+            key = (horizon.earliest, horizon.latest_due, horizon.unscheduled)
             # The same due slot is re-sent only after a tick period (the worker
             # is on it, and its commit NOTIFYs us when the horizon moves), or
             # soon after a NOTIFY that left it where it was.
@@ -248,6 +249,10 @@ class ScoutScheduler(Scheduler):
             # A hair past the slot, so the database agrees it is due when we wake.
             until_slot = (horizon.earliest - horizon.now).total_seconds() + 0.002
             wait = min(wait, until_slot)
+        elif due and horizon.upcoming is not None:
+            # The earliest is due and stays so: wake when the next one comes.
+            until_next = (horizon.upcoming - horizon.now).total_seconds() + 0.002
+            wait = min(wait, until_next)
         self._notified = listener.wait(wait) or self._notified
 
     def _send(self, task: str, slot: datetime, copies: int = 1) -> bool:

@@ -79,6 +79,10 @@ HORIZON_QUERY = text(
            EXISTS (SELECT 1 FROM scout_schedules
                     WHERE enabled AND next_run_at IS NULL AND last_error IS NULL) AS unscheduled,
            EXISTS (SELECT 1 FROM cut) AS bounded,
+           (SELECT max(next_run_at) FROM scout_schedules
+             WHERE enabled AND next_run_at <= now()) AS latest_due,
+           (SELECT min(next_run_at) FROM scout_schedules
+             WHERE enabled AND next_run_at > now()) AS upcoming,
            (SELECT count(*) FILTER (WHERE due.due_at <= now()) FROM (
                 SELECT s.next_run_at + $jitter AS due_at
                 FROM scout_schedules s
@@ -102,4 +106,11 @@ class Horizon:
     earliest: datetime | None
     unscheduled: bool
     bounded: bool = False
+    # The latest next_run_at that has come (a new one means another schedule
+    # came due), and the earliest still to come. While a due schedule stays
+    # due (another transaction holds its row, so every claim skips it),
+    # ``earliest`` stands still, and these are how the beat sees the others.
+    latest_due: datetime | None = None
+    upcoming: datetime | None = None
+    # How many are due now, counted up to DUE_COUNT_CAP.
     due_count: int = 0

@@ -310,7 +310,8 @@ class LifecycleConsumer(ReconnectingConsumer, HoldingConsumer):
         retry: list[Held] = []
         for item, outcome in zip(items, outcomes, strict=True):
             if outcome.kind is OutcomeKind.RETRY:
-                retry.append(Held(item.message, item.dead_lettering, item.attempts + 1))
+                attempts = item.attempts + (0 if outcome.contended else 1)
+                retry.append(Held(item.message, item.dead_lettering, attempts))
             elif outcome.kind is OutcomeKind.MALFORMED or not item.dead_lettering:
                 self._settle(item.message, outcome, dead_lettering=item.dead_lettering)
             else:
@@ -344,7 +345,8 @@ class LifecycleConsumer(ReconnectingConsumer, HoldingConsumer):
             self._return_or_set_aside(message, f"unexpected error: {exc!r}", dead_lettering)
             return Outcome(OutcomeKind.MALFORMED, reason=repr(exc))
         if outcome.kind is OutcomeKind.RETRY:
-            self._hold([Held(message, dead_lettering, attempts + 1)])
+            attempts += 0 if outcome.contended else 1
+            self._hold([Held(message, dead_lettering, attempts)])
         else:
             self.db_failures = 0
             self._settle(message, outcome, dead_lettering=dead_lettering)

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -53,6 +53,13 @@ log = logging.getLogger("scout_tasks.lifecycle")
 MAX_REASON = 500
 # SQLSTATE class 54, program limit exceeded (a jsonb too big, say): the message's fault.
 _PROGRAM_LIMIT = "54"
+# lock_not_available: a row the batch needs stayed locked past LOCK_TIMEOUT.
+_LOCK_NOT_AVAILABLE = "55P03"
+# How long a batch waits for a run's row lock. Our own writers hold one for
+# milliseconds; an operator's open transaction may hold it for hours, and the
+# consumer must not wait with every other run's events behind it.
+LOCK_TIMEOUT = "2s"
+_SET_LOCK_TIMEOUT = text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
 
 __all__ = [
     "MAX_REASON",
@@ -78,6 +85,9 @@ class Outcome(NamedTuple):
     event_id: uuid.UUID | None = None
     run_id: uuid.UUID | None = None
     reason: str | None = None
+    # RETRY because the run's row is locked elsewhere: neither the database's
+    # fault nor the message's, so it does not count towards blaming it.
+    contended: bool = False
 
     @property
     def settled(self) -> bool:
@@ -144,8 +154,19 @@ def db_error_outcome(exc: SQLAlchemyError) -> OutcomeKind:
     return OutcomeKind.RETRY
 
 
+def _contended(exc: SQLAlchemyError) -> bool:
+    """Whether a row lock another transaction holds made the statement give up."""
+    return str(getattr(getattr(exc, "orig", None), "pgcode", "") or "") == _LOCK_NOT_AVAILABLE
+
+
 def _is_outage(exc: SQLAlchemyError) -> bool:
-    """Whether no event of a batch can be to blame (so splitting it would not help)."""
+    """Whether no event of a batch can be to blame (so splitting it would not help).
+
+    A lock timeout is not: one run's row is held, and the batch's other
+    events are applied one at a time around it.
+    """
+    if _contended(exc):
+        return False
     return isinstance(translate_db_error(exc), DatabaseUnavailable | DatabaseNotMigrated)
 
 
@@ -235,6 +256,7 @@ class Session:
             self._conn = engine.connect()
         try:
             with self._conn.begin():
+                self._conn.execute(_SET_LOCK_TIMEOUT)
                 yield self._conn
         finally:
             self._used = time.monotonic()
@@ -277,6 +299,16 @@ def _apply(engine: Engine, events: list[LifecycleEvent], session: Session) -> li
 
 
 def _db_failure(exc: SQLAlchemyError, event: LifecycleEvent) -> Outcome:
+    if _contended(exc):
+        log.warning(
+            "run %s is locked by another transaction, %s will be retried",
+            event.run_id,
+            event.EVENT_TYPE,
+            extra=_extra(event, "locked"),
+        )
+        return Outcome(
+            OutcomeKind.RETRY, event.event_id, event.run_id, "the run is locked", contended=True
+        )
     verdict = db_error_outcome(exc)
     detail = translate_db_error(exc).detail or type(exc).__name__
     extra = _extra(event, "malformed" if verdict is OutcomeKind.MALFORMED else "db_error")

@@ -75,14 +75,15 @@ def prune_runs(
         return report
     while max_batches is None or report.batches < max_batches:
         with engine.begin() as conn:
-            ids = runs.lock_prunable(conn, report.cutoff, batch_size)
+            ids, locked = runs.lock_prunable(conn, report.cutoff, batch_size)
             if not ids:
+                # None, or only runs held elsewhere: those wait for a later call.
                 break
             report.events += run_events.delete_for_runs(conn, ids)
             report.outbox += outbox.delete_for_runs(conn, ids)
             report.runs += runs.delete_runs(conn, ids)
         report.batches += 1
-        if len(ids) < batch_size:
+        if locked < batch_size:
             break
     else:
         report.complete = False

@@ -132,22 +132,33 @@ def run_status(conn: Connection, run_id: uuid.UUID) -> str | None:
 
 # The first status IN (...) repeats the predicate of ix_scout_runs_active, so
 # the planner can use that partial index whichever branch matches.
+# The stale runs are locked first, skipping any another transaction holds (an
+# operator's open edit, an event being recorded): a row locked for an hour
+# must not hold the tick, and with it a worker's pool process, for an hour.
+# A skipped run is swept by a later tick. The lock re-reads the row, so one
+# that a concurrent event made fresh again is not taken.
 _FAIL_STALE = text(
     """
-    UPDATE scout_runs
+    WITH stale AS (
+        SELECT id FROM scout_runs
+        WHERE status IN ('pending', 'running')
+          AND (
+            (status = 'pending' AND created_at < COALESCE(CAST(:now AS timestamptz), now())
+                                                 - make_interval(secs => :pending_timeout))
+            OR (status = 'running' AND updated_at < COALESCE(CAST(:now AS timestamptz), now())
+                                                    - make_interval(secs => :run_timeout))
+          )
+        FOR NO KEY UPDATE SKIP LOCKED
+    )
+    UPDATE scout_runs r
     SET status = 'failed',
-        error_message = CASE status
+        error_message = CASE r.status
             WHEN 'pending' THEN :pending_message ELSE :running_message END,
         completed_at = COALESCE(CAST(:now AS timestamptz), now()),
         updated_at = COALESCE(CAST(:now AS timestamptz), now())
-    WHERE status IN ('pending', 'running')
-      AND (
-        (status = 'pending' AND created_at < COALESCE(CAST(:now AS timestamptz), now())
-                                             - make_interval(secs => :pending_timeout))
-        OR (status = 'running' AND updated_at < COALESCE(CAST(:now AS timestamptz), now())
-                                                - make_interval(secs => :run_timeout))
-      )
-    RETURNING id, error_message
+    FROM stale
+    WHERE r.id = stale.id AND r.status IN ('pending', 'running')
+    RETURNING r.id, r.error_message
     """
 )
 
@@ -198,14 +209,43 @@ def _ended_before(cutoff: datetime) -> tuple[Any, ...]:
     return (runs.c.status.in_(ENDED_STATUSES), runs.c.completed_at < cutoff)
 
 
-def lock_prunable(conn: Connection, cutoff: datetime, limit: int) -> list[uuid.UUID]:
+# Deleting a run also writes every schedule whose last_run_id names it (ON
+# DELETE SET NULL), so those rows are locked here too, and a run whose schedule
+# another transaction holds (an operator's open edit, a fire batch) is left for
+# a later batch instead of waited for.
+_LOCK_PRUNABLE = text(
+    """
+    WITH candidate AS MATERIALIZED (
+        SELECT id, completed_at FROM scout_runs
+        WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at < :cutoff
+        ORDER BY completed_at
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ), pointing AS MATERIALIZED (
+        SELECT s.id FROM scout_schedules s
+        WHERE s.last_run_id IN (SELECT id FROM candidate)
+        FOR NO KEY UPDATE SKIP LOCKED
+    )
+    SELECT c.id, NOT EXISTS (
+        SELECT 1 FROM scout_schedules s
+        WHERE s.last_run_id = c.id AND s.id NOT IN (SELECT id FROM pointing)
+    ) AS free
+    FROM candidate c
+    ORDER BY c.completed_at
+    """
+)
+
+
+def lock_prunable(conn: Connection, cutoff: datetime, limit: int) -> tuple[list[uuid.UUID], int]:
     """Lock up to ``limit`` runs that ended before ``cutoff``, oldest first.
 
-    A run another transaction holds (an event being recorded) is skipped, not
-    waited for: the next batch or the next tick takes it.
+    A run another transaction holds (an event being recorded), or whose
+    schedule it holds, is skipped, not waited for: the next batch or the next
+    tick takes it. Returns the runs to delete, and how many runs were locked
+    (so the caller knows whether the batch was full).
     """
-    query = select(runs.c.id).where(*_ended_before(cutoff)).order_by(runs.c.completed_at)
-    return list(conn.execute(query.limit(limit).with_for_update(skip_locked=True)).scalars())
+    rows = conn.execute(_LOCK_PRUNABLE, {"cutoff": cutoff, "limit": limit}).all()
+    return [run_id for run_id, free in rows if free], len(rows)
 
 
 def count_prunable(conn: Connection, cutoff: datetime) -> int:

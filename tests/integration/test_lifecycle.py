@@ -885,6 +885,35 @@ def test_while_the_database_is_down_events_are_held_then_applied(
         down.dispose()
 
 
+def test_a_run_an_operator_holds_locked_delays_only_its_own_events(
+    engine: Engine,
+    broker_url: str,
+    exchange_name: str,
+    publisher: ConfirmingPublisher,
+    harness: Harness,
+) -> None:
+    # An operator's open transaction on one run (a console editing it) must not
+    # stop the recording of every other run's events: those runs would go
+    # silent, and the stale-run sweep fail them while their agents still work.
+    locked, other = new_run(engine), new_run(engine)
+    with engine.connect() as operator:
+        operator.execute(text("SELECT 1 FROM scout_runs WHERE id = :id FOR UPDATE"), {"id": locked})
+        publish(publisher, event("scout.started", locked, source="stratninja"))
+        time.sleep(0.3)
+        publish(publisher, event("scout.started", other, source="stratninja"))
+        wait_until(
+            lambda: get_run(engine, other)["status"] == "running", "the other run recorded", 15
+        )
+        # Held, for as long as the lock lasts: neither returned nor dead-lettered.
+        time.sleep(8)
+        assert harness.depth(harness.dead_queue) == 0
+        operator.rollback()
+    wait_until(lambda: get_run(engine, locked)["status"] == "running", "the locked run", 45)
+    harness.expect(2, timeout=10)
+    assert harness.depth(harness.dead_queue) == 0
+    assert harness.depth(harness.queue) == 0
+
+
 def test_a_stopped_consumer_returns_what_it_held(
     engine: Engine, broker_url: str, exchange_name: str, publisher: ConfirmingPublisher
 ) -> None:
@@ -1267,6 +1296,31 @@ def test_the_sweep_fails_runs_that_never_started_or_went_quiet(engine: Engine) -
         assert get_run(engine, run_id) == was
     # Idempotent: nothing is left to sweep.
     assert sweep.sweep_stale_runs(engine, NOW, 3600, 21600) == 0
+
+
+def test_the_sweep_skips_a_stale_run_another_transaction_holds_and_never_waits(
+    engine: Engine,
+) -> None:
+    hour = timedelta(hours=1)
+    held = _run_at(engine, "pending", created=2 * hour)
+    other = _run_at(engine, "pending", created=2 * hour)
+    with engine.connect() as operator:
+        # An operator's open transaction on the row (a console editing it).
+        operator.execute(text("SELECT 1 FROM scout_runs WHERE id = :id FOR UPDATE"), {"id": held})
+        done: list[int] = []
+        sweeper = threading.Thread(
+            target=lambda: done.append(sweep.sweep_stale_runs(engine, NOW, 3600, 21600)),
+            daemon=True,
+        )
+        sweeper.start()
+        sweeper.join(20)
+        assert done == [1], "the sweep waited for a locked run"
+        operator.rollback()
+    assert get_run(engine, other)["status"] == "failed"
+    assert get_run(engine, held)["status"] == "pending"
+    # Released: the next sweep takes it.
+    assert sweep.sweep_stale_runs(engine, NOW, 3600, 21600) == 1
+    assert get_run(engine, held)["status"] == "failed"
 
 
 def test_the_sweep_uses_the_database_clock_by_default(engine: Engine) -> None:

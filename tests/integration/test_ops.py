@@ -428,6 +428,45 @@ def test_prune_skips_a_run_another_transaction_holds_and_never_waits(engine: Eng
     assert [str(r["id"]) for r in rows(engine, "SELECT id FROM scout_runs")] == [str(held)]
 
 
+def test_prune_never_waits_for_a_schedule_held_that_points_at_an_old_run(
+    engine: Engine,
+) -> None:
+    # Deleting a run sets scout_schedules.last_run_id to NULL where it points at
+    # it (ON DELETE SET NULL), which needs that schedule's row: an operator
+    # editing the schedule in an open transaction must not hold the prune (and,
+    # from the tick, a pool process) until they commit.
+    insert_ended_runs(engine, 5)
+    oldest = scalar(engine, "SELECT id FROM scout_runs ORDER BY completed_at LIMIT 1")
+    with engine.begin() as conn:
+        schedule = conn.execute(
+            text(
+                "INSERT INTO scout_schedules (name, cron_expression, source, max_strategies,"
+                " last_run_id) VALUES ('yearly', '@yearly', 's', 1, :r) RETURNING id"
+            ),
+            {"r": oldest},
+        ).scalar_one()
+    with engine.connect() as holder:
+        holder.execute(
+            text("UPDATE scout_schedules SET description = 'editing' WHERE id = :id"),
+            {"id": schedule},
+        )
+        done = threading.Event()
+        result: list[Any] = []
+
+        def prune() -> None:
+            result.append(retention.prune_runs(engine, 90, batch_size=2))
+            done.set()
+
+        threading.Thread(target=prune, daemon=True).start()
+        assert done.wait(20), "the prune waited for a locked schedule"
+        holder.rollback()
+    assert result[0].runs == 4
+    assert [str(r["id"]) for r in rows(engine, "SELECT id FROM scout_runs")] == [str(oldest)]
+    # Once the schedule is free, the run goes too.
+    assert retention.prune_runs(engine, 90).runs == 1
+    assert scalar(engine, "SELECT last_run_id FROM scout_schedules") is None
+
+
 def test_the_tick_prunes_with_the_retention_setting(
     engine: Engine, monkeypatch: pytest.MonkeyPatch, db_url: str
 ) -> None:
