@@ -12,20 +12,23 @@ or a 60-character source, which then fired (agents received the bad
 other bounds (``max_strategies``, ``jitter_seconds``, ``description``) were
 already checks; these two join them.
 
-Rows that already break them are not rewritten: an empty name or a long
-source has no faithful repair, and a row left breaking a check could not be
-advanced by the fire path. The upgrade stops instead, naming the rows, and
-writes nothing; fix them with UPDATE and run it again.
+Rows that already break them cannot stay as they are (a row breaking a check
+could not be advanced by the fire path), and the upgrade must still bring any
+database to head. So each is repaired as little as possible and paused: an
+empty name becomes ``unnamed-<id>``, an empty source ``unknown``, a longer one
+its first 50 characters; the pause's reason says what was changed, so an
+operator reviews it before resuming (``paused_by`` is ``scout-tasks db
+upgrade``; a schedule already paused keeps its pause, the note appended).
+The rows repaired are named in a warning.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-
-from scout_tasks.errors import ScoutTasksError
 
 revision: str = "0009"
 down_revision: str | None = "0008"
@@ -37,27 +40,40 @@ CHECKS = {
     "source_length": "char_length(source) BETWEEN 1 AND 50",
 }
 
-_BREAKING = """
-SELECT id, name, char_length(source) AS source_length
-FROM scout_schedules
-WHERE char_length(name) < 1 OR char_length(source) NOT BETWEEN 1 AND 50
-ORDER BY id
-LIMIT 6
+_REPAIR = """
+WITH notes AS (
+    SELECT id,
+           concat_ws('; ',
+               CASE WHEN char_length(name) < 1 THEN 'name was empty, now unnamed-' || id END,
+               CASE WHEN char_length(source) < 1 THEN 'source was empty, now unknown'
+                    WHEN char_length(source) > 50
+                    THEN 'source was ' || char_length(source) || ' characters, cut to 50'
+               END) AS note
+    FROM scout_schedules
+    WHERE char_length(name) < 1 OR char_length(source) NOT BETWEEN 1 AND 50
+)
+UPDATE scout_schedules s
+SET name = CASE WHEN char_length(s.name) < 1 THEN 'unnamed-' || s.id ELSE s.name END,
+    source = CASE WHEN char_length(s.source) < 1 THEN 'unknown' ELSE left(s.source, 50) END,
+    enabled = false,
+    paused_reason = left(
+        COALESCE(s.paused_reason || ' / ', '')
+        || 'db upgrade 0009: ' || n.note || '; check it, then resume', 500),
+    paused_at = COALESCE(s.paused_at, now()),
+    paused_by = CASE WHEN s.paused_reason IS NULL THEN 'scout-tasks db upgrade'
+                     ELSE s.paused_by END
+FROM notes n
+WHERE s.id = n.id
+RETURNING s.id, n.note
 """
 
 
 def upgrade() -> None:
-    breaking = op.get_bind().execute(sa.text(_BREAKING)).all()
-    if breaking:
-        shown = "; ".join(
-            f"{row.id} (name {row.name!r}, source {row.source_length} characters)"
-            for row in breaking[:5]
-        )
-        more = " and more" if len(breaking) > 5 else ""
-        raise ScoutTasksError(
-            "scout_schedules rows break the write rules (name 1..255 characters, "
-            f"source 1..50): {shown}{more}; fix them with UPDATE, then upgrade again"
-        )
+    repaired = op.get_bind().execute(sa.text(_REPAIR)).all()
+    for row in repaired:
+        # On stderr, not a logger: `scout-tasks db upgrade` configures none, and
+        # an operator must see which schedules were paused.
+        print(f"warning: schedule {row.id} repaired and paused: {row.note}", file=sys.stderr)
     for name, condition in CHECKS.items():
         op.create_check_constraint(op.f(f"ck_scout_schedules_{name}"), "scout_schedules", condition)
 

@@ -538,31 +538,59 @@ def test_plain_sql_is_held_to_the_name_and_source_lengths(
         )
 
 
-def test_upgrade_stops_on_rows_that_break_the_lengths_and_writes_nothing(
+def test_upgrade_repairs_and_pauses_rows_that_break_the_lengths(
     empty_url: str, tmp_path: Path
 ) -> None:
+    # `db upgrade` brings any database to head: rows written by hand before the
+    # checks existed are repaired as little as possible and paused for review.
     migrate.upgrade(empty_url, "0008")
     engine = _engine(empty_url)
     try:
         with engine.begin() as conn:
-            bad = conn.execute(
-                text(
-                    "INSERT INTO scout_schedules (name, cron_expression, source, max_strategies)"
-                    " VALUES ('long', '* * * * *', :source, 1) RETURNING id"
-                ),
-                {"source": "s" * 60},
-            ).scalar_one()
+            ids = {
+                label: conn.execute(
+                    text(
+                        "INSERT INTO scout_schedules (name, cron_expression, source,"
+                        " max_strategies, enabled, paused_reason, paused_at, paused_by)"
+                        " VALUES (:name, '* * * * *', :source, 1, :enabled, :reason,"
+                        " CASE WHEN :reason IS NULL THEN NULL ELSE now() END, :by) RETURNING id"
+                    ),
+                    {"name": name, "source": source, "enabled": reason is None,
+                     "reason": reason, "by": "alice" if reason else None},
+                ).scalar_one()
+                for label, name, source, reason in [
+                    ("long", "long", "s" * 60, None),
+                    ("empty", "", "", None),
+                    ("paused", "paused", "p" * 51, "maintenance"),
+                    ("fine", "fine", "ok", None),
+                ]
+            }  # fmt: skip
 
         result = run_cli("db", "upgrade", env={"SCOUT_DATABASE_URL": empty_url}, cwd=tmp_path)
 
-        assert result.returncode == 1, result
-        assert "Traceback" not in result.stderr
-        assert str(bad) in result.stderr and "source 60 characters" in result.stderr
-        assert migrate.current(empty_url) == "0008"
-
-        with engine.begin() as conn:
-            conn.execute(text("UPDATE scout_schedules SET source = 'fixed'"))
-        migrate.upgrade(empty_url)
+        assert result.returncode == 0, result
         assert migrate.current(empty_url) == migrate.head_revision()
+        assert str(ids["long"]) in result.stderr and str(ids["empty"]) in result.stderr
+        with engine.begin() as conn:
+            got = {
+                r.id: r
+                for r in conn.execute(
+                    text(
+                        "SELECT id, name, source, enabled, paused_reason, paused_by"
+                        " FROM scout_schedules"
+                    )
+                )
+            }
+        long, empty, paused, fine = (got[ids[k]] for k in ("long", "empty", "paused", "fine"))
+        assert (long.name, long.source, long.enabled) == ("long", "s" * 50, False)
+        assert long.paused_by == "scout-tasks db upgrade"
+        assert "source was 60 characters, cut to 50" in long.paused_reason
+        assert (empty.name, empty.source) == (f"unnamed-{ids['empty']}", "unknown")
+        assert "name was empty" in empty.paused_reason
+        assert "source was empty" in empty.paused_reason
+        # An operator's pause stays theirs; the note is added to its reason.
+        assert paused.paused_by == "alice"
+        assert paused.paused_reason.startswith("maintenance / db upgrade 0009: ")
+        assert (fine.enabled, fine.paused_reason, fine.source) == (True, None, "ok")
     finally:
         engine.dispose()
