@@ -35,6 +35,9 @@ FIRE = "scout_tasks.fire"
 # second full claim. A header, not an argument, so a worker that does not know
 # it runs the task as before.
 PAIRED = "scout_paired"
+# A message header on a fire task the beat sent ahead of its slot: the task
+# waits for the slot (by the database's clock) before it claims.
+EARLY = "scout_early"
 
 
 def celery_defaults() -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -109,6 +110,24 @@ def dispose_engines() -> None:
 def db_now(conn: Connection) -> datetime:
     """The database's clock (the transaction's start), which every scout-tasks process shares."""
     return conn.execute(text("SELECT now()")).scalar_one()  # type: ignore[no-any-return]
+
+
+_SECONDS_UNTIL = text(
+    "SELECT EXTRACT(EPOCH FROM (CAST(:at AS timestamptz) - clock_timestamp()))::float8"
+)
+
+
+def sleep_until(engine: Engine, instant: datetime, longest: float) -> None:
+    """Sleep until the database's clock reaches ``instant``, for at most ``longest`` seconds.
+
+    Due is measured by the database's clock (``now()`` in the claim), which
+    this host's may not match, so the wait is measured against it too.
+    """
+    with engine.connect() as conn:
+        left = float(conn.execute(_SECONDS_UNTIL, {"at": instant}).scalar_one())
+    if left > 0:
+        # A millisecond over, so the claim's transaction starts past the instant.
+        time.sleep(min(left, longest) + 0.001)
 
 
 # --- errors ---------------------------------------------------------------------------

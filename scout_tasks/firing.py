@@ -95,8 +95,6 @@ def fire_due(
     worker processes while this one writes and publishes its batch.
     """
     report = FireReport()
-    init, invalid = initialise_unscheduled(engine, batch_size)
-    report.initialised, report.invalid = init, invalid
     full_claims = 0
 
     def on_full() -> None:
@@ -119,6 +117,10 @@ def fire_due(
         if in_flight is not None:
             _settle(engine, publisher, in_flight, report)
             in_flight = None
+        # After the claims, not before: what it plans is never due yet (its next
+        # slot after now), and a burst's first claim does not wait for it.
+        init, invalid = initialise_unscheduled(engine, batch_size)
+        report.initialised, report.invalid = init, report.invalid + invalid
     finally:
         if in_flight is not None:
             # Failing half way (the database went away): the batch in flight stays

@@ -72,10 +72,12 @@ HORIZON_QUERY = text(
         ORDER BY s.next_run_at LIMIT $window
     ), cut AS (
         SELECT max(next_run_at) AS bound FROM ahead HAVING count(*) >= $window
+    ), soonest AS (
+        SELECT LEAST((SELECT due_at FROM head), (SELECT min(due_at) FROM ahead),
+                     (SELECT bound FROM cut)) AS earliest
     )
     SELECT now() AS now,
-           LEAST((SELECT due_at FROM head), (SELECT min(due_at) FROM ahead),
-                 (SELECT bound FROM cut)) AS earliest,
+           (SELECT earliest FROM soonest) AS earliest,
            EXISTS (SELECT 1 FROM scout_schedules
                     WHERE enabled AND next_run_at IS NULL AND last_error IS NULL) AS unscheduled,
            EXISTS (SELECT 1 FROM cut) AS bounded,
@@ -83,11 +85,13 @@ HORIZON_QUERY = text(
              WHERE enabled AND next_run_at <= now()) AS latest_due,
            (SELECT min(next_run_at) FROM scout_schedules
              WHERE enabled AND next_run_at > now()) AS upcoming,
-           (SELECT count(*) FILTER (WHERE due.due_at <= now()) FROM (
-                SELECT s.next_run_at + $jitter AS due_at
-                FROM scout_schedules s
-                WHERE s.enabled AND s.next_run_at <= now()
-                ORDER BY s.next_run_at LIMIT $cap) AS due) AS due_count
+           -- Due by now, or by the earliest instant when that is still to come.
+           -- Read from the index alone (jitter left out: an upper bound).
+           (SELECT count(*) FROM (
+                SELECT 1 FROM scout_schedules
+                WHERE enabled
+                  AND next_run_at <= GREATEST(now(), (SELECT earliest FROM soonest))
+                ORDER BY next_run_at LIMIT $cap) AS due) AS due_count
     """.replace("$jitter", jitter.sql_interval("s"))
     .replace("$window", str(HORIZON_WINDOW))
     .replace("$cap", str(DUE_COUNT_CAP))

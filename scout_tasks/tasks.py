@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
 from scout_tasks import db, firing, outbox, retention, sweep
-from scout_tasks.celery_app import FIRE, PAIRED, TICK, app
+from scout_tasks.celery_app import EARLY, FIRE, PAIRED, TICK, app
 from scout_tasks.publisher import process_publisher
 from scout_tasks.settings import get_settings
 
@@ -30,7 +31,14 @@ def _send_fire(slot: str | None) -> None:
     fire.apply_async(kwargs={"slot": slot}, expires=_expires(), retry=False)
 
 
-def _fire(slot: str | None, origin: str, *, paired: bool = False) -> dict[str, Any]:
+# The longest a fire task sent ahead waits for its slot: the beat sends it at
+# most beat.EARLY_LEAD before; more means a clock or a message gone astray.
+EARLY_WAIT_CAP = 1.0
+
+
+def _fire(
+    slot: str | None, origin: str, *, paired: bool = False, early: bool = False
+) -> dict[str, Any]:
     settings = get_settings()
     engine = db.get_engine()
 
@@ -52,6 +60,8 @@ def _fire(slot: str | None, origin: str, *, paired: bool = False) -> dict[str, A
         threading.Thread(target=hand_over, name="scout-fan-out", daemon=True).start()
 
     try:
+        if early and slot:
+            db.sleep_until(engine, datetime.fromisoformat(slot), EARLY_WAIT_CAP)
         report = firing.fire_due(
             engine,
             process_publisher(),
@@ -93,13 +103,14 @@ def _fire(slot: str | None, origin: str, *, paired: bool = False) -> dict[str, A
 @app.task(name=FIRE, acks_late=True, ignore_result=True)
 def fire(slot: str | None = None) -> dict[str, Any]:
     """Fire every schedule due now (sent by the beat the moment a slot comes due)."""
-    return _fire(slot, "fire", paired=_paired(fire.request))
+    request = fire.request
+    return _fire(slot, "fire", paired=_header(request, PAIRED), early=_header(request, EARLY))
 
 
-def _paired(request: Any) -> bool:
+def _header(request: Any, name: str) -> bool:
     # A worker puts a message's headers on the request itself; an eager call
     # (``fire.apply``) puts them only in ``request.headers``.
-    return bool(request.get(PAIRED) or (request.headers or {}).get(PAIRED))
+    return bool(request.get(name) or (request.headers or {}).get(name))
 
 
 @app.task(name=TICK, acks_late=True, ignore_result=True)

@@ -195,11 +195,26 @@ def test_the_horizon_counts_what_is_due_now_up_to_its_cap(engine: Engine) -> Non
     assert _horizon(engine).due_count == 0
     insert_due_schedules(engine, 7)
     assert _horizon(engine).due_count == 7
-    # One waiting out its jitter is in the claim's range but not yet due: not counted.
+    # One waiting out its jitter is counted (read from the index alone, the count
+    # is an upper bound); one due in the future is not.
     waiting = _id_with_offset_at_least(600, 300_000)
     _insert(engine, waiting, "waiting", 600, "now() - interval '1 second'")
-    # Nor is one due in the future.
     _insert(engine, uuid.uuid4(), "later", 0, "now() + interval '1 hour'")
-    assert _horizon(engine).due_count == 7
+    assert _horizon(engine).due_count == 8
     insert_due_schedules(engine, horizon.DUE_COUNT_CAP + 50, prefix="many")
     assert _horizon(engine).due_count == horizon.DUE_COUNT_CAP
+
+
+def test_before_the_earliest_slot_the_horizon_counts_what_comes_due_at_it(
+    engine: Engine,
+) -> None:
+    # What the beat sends ahead of a slot is sized by what will be due at it.
+    _insert(
+        engine, uuid.uuid4(), "at the slot", 0, "date_trunc('second', now()) + interval '1 hour'"
+    )
+    slot = row(engine, "SELECT next_run_at FROM scout_schedules")["next_run_at"]
+    for i in range(2):
+        _insert(engine, uuid.uuid4(), f"also at it {i}", 0, f"'{slot.isoformat()}'::timestamptz")
+    _insert(engine, uuid.uuid4(), "after it", 0, "date_trunc('second', now()) + interval '2 hours'")
+    seen = _horizon(engine)
+    assert (seen.earliest, seen.due_count) == (slot, 3)
