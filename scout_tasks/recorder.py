@@ -59,7 +59,8 @@ _LOCK_NOT_AVAILABLE = "55P03"
 # milliseconds; an operator's open transaction may hold it for hours, and the
 # consumer must not wait with every other run's events behind it.
 LOCK_TIMEOUT = "2s"
-_SET_LOCK_TIMEOUT = text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+# set_config(..., true) is SET LOCAL with the value as a bound parameter.
+_SET_LOCK_TIMEOUT = text("SELECT set_config('lock_timeout', :timeout, true)")
 
 __all__ = [
     "MAX_REASON",
@@ -256,7 +257,7 @@ class Session:
             self._conn = engine.connect()
         try:
             with self._conn.begin():
-                self._conn.execute(_SET_LOCK_TIMEOUT)
+                self._conn.execute(_SET_LOCK_TIMEOUT, {"timeout": LOCK_TIMEOUT})
                 yield self._conn
         finally:
             self._used = time.monotonic()

@@ -414,6 +414,9 @@ SQL_WORDS = re.compile(
 # identifiers, which PostgreSQL cannot take as bound parameters.
 VETTED = {
     ("beat.py", "LISTEN "): "LISTEN takes an identifier; CHANNEL is a module constant",
+    ("beat.py", "PREPARE scout_horizon AS "): (
+        "PREPARE takes a statement, not a value; it is horizon.HORIZON_QUERY, a module constant"
+    ),
     ("migrate.py", 'CREATE DATABASE ""'): (
         "CREATE DATABASE takes an identifier; the name is the configured URL's, quoted, "
         "with any double quote in it doubled"
