@@ -242,8 +242,9 @@ class ScoutScheduler(Scheduler):
         )
         if ahead is not None and ahead <= EARLY_LEAD and not horizon.bounded:
             # The key the horizon will read at the slot, so the wake-up there
-            # finds it sent.
-            key = (horizon.earliest, horizon.earliest, False)
+            # finds it sent: latest_due already reads the slot's (for a jittered
+            # head, its next_run_at, which has passed, not the instant).
+            key = (horizon.earliest, horizon.latest_due, False)
             if key != self._last_fire and self._send(FIRE, horizon.earliest, copies, early=True):
                 self._last_fire, self._last_fire_sent = key, mono + ahead
                 self._early, self._notified = True, False
