@@ -232,8 +232,11 @@ class ScoutScheduler(Scheduler):
             horizon.earliest is not None and horizon.earliest <= horizon.now
         )
         # A burst (more than a batch due) starts on two pool processes at once,
-        # not on one that hands on only once its first claim is back.
-        copies = 2 if horizon.due_count > self._settings.fire_batch_size else 1
+        # not on one that hands on only once its first claim is back. Not in a
+        # herd (bounded): due_count leaves jitter out, so it counts the whole
+        # herd, not what has come due, and every cadence's send would be a pair.
+        burst = horizon.due_count > self._settings.fire_batch_size and not horizon.bounded
+        copies = 2 if burst else 1
         resend_in: float | None = None
         ahead = (
             None

@@ -109,6 +109,15 @@ def test_a_jittered_slot_sent_ahead_is_not_sent_again_at_its_instant(the_beat: _
     assert [s["early"] for s in the_beat.run(1000.67, later)] == [False]
 
 
+def test_a_jittered_herd_is_sent_one_task_per_cadence_not_a_pair(the_beat: _Beat) -> None:
+    # A bounded horizon: the herd's slot is a lower bound, and the due count
+    # (read without jitter) counts the whole herd, not what has come due.
+    herd = Horizon(_at(1), SLOT, False, bounded=True, latest_due=SLOT, due_count=1001)
+    assert [s["copies"] for s in the_beat.run(1000.0, herd)] == [1]
+    later = Horizon(_at(1.3), SLOT, False, bounded=True, latest_due=SLOT, due_count=1001)
+    assert [s["copies"] for s in the_beat.run(1000.3, later)] == [1]
+
+
 def test_a_burst_without_jitter_is_still_sent_as_a_pair(the_beat: _Beat) -> None:
     burst = Horizon(_at(0.002), SLOT, False, latest_due=SLOT, due_count=25)
     assert [s["copies"] for s in the_beat.run(1000.0, burst)] == [2]
