@@ -259,7 +259,9 @@ class ScoutScheduler(Scheduler):
             # is on it, and its commit NOTIFYs us when the horizon moves), or
             # soon after a NOTIFY that left it where it was.
             since = mono - self._last_fire_sent
-            early = self._early and key == self._last_fire and not self._notified
+            # A NOTIFY before the slot (another schedule's change) says nothing
+            # of the task sent ahead: its check stands.
+            early = self._early and key == self._last_fire
             fresh = (
                 key != self._last_fire
                 or since >= tick_seconds
@@ -274,10 +276,10 @@ class ScoutScheduler(Scheduler):
                 early = False
             if horizon.bounded:
                 resend_in = HERD_CADENCE - since
-            elif self._notified:
-                resend_in = RESEND_AFTER_NOTIFY - since
             elif early:
                 resend_in = EARLY_CHECK - since
+            elif self._notified:
+                resend_in = RESEND_AFTER_NOTIFY - since
         wait = max(0.0, self._next_tick - time.monotonic())
         if resend_in is not None:
             wait = min(wait, max(0.0, resend_in))

@@ -109,6 +109,20 @@ def test_a_jittered_slot_sent_ahead_is_not_sent_again_at_its_instant(the_beat: _
     assert [s["early"] for s in the_beat.run(1000.67, later)] == [False]
 
 
+def test_a_notify_before_the_slot_does_not_delay_the_check_after_it(the_beat: _Beat) -> None:
+    ahead = Horizon(_at(-0.15), SLOT, False, latest_due=SLOT)
+    the_beat.run(1000.0, ahead)
+    # Another schedule's change NOTIFYs the beat before the slot; the horizon stays.
+    notified = Horizon(_at(-0.1), SLOT, False, latest_due=SLOT)
+    assert the_beat.run(1000.05, notified, notified=True) == []
+    assert the_beat.run(1000.152, Horizon(_at(0.002), SLOT, False, latest_due=SLOT)) == []
+    # The task sent ahead was lost (or reached a worker that fired too soon):
+    # sent again EARLY_CHECK after the slot, not RESEND_AFTER_NOTIFY.
+    assert the_beat.listener.waits[-1] <= beat.EARLY_CHECK
+    late = Horizon(_at(beat.EARLY_CHECK + 0.01), SLOT, False, latest_due=SLOT)
+    assert [s["early"] for s in the_beat.run(1000.15 + beat.EARLY_CHECK + 0.01, late)] == [False]
+
+
 def test_a_jittered_herd_is_sent_one_task_per_cadence_not_a_pair(the_beat: _Beat) -> None:
     # A bounded horizon: the herd's slot is a lower bound, and the due count
     # (read without jitter) counts the whole herd, not what has come due.
