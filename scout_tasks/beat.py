@@ -232,8 +232,11 @@ class ScoutScheduler(Scheduler):
             horizon.earliest is not None and horizon.earliest <= horizon.now
         )
         # A burst (more than a batch due) starts on two pool processes at once,
-        # not on one that hands on only once its first claim is back.
-        copies = 2 if horizon.due_count > self._settings.fire_batch_size else 1
+        # not on one that hands on only once its first claim is back. Not in a
+        # herd (bounded): due_count leaves jitter out, so it counts the whole
+        # herd, not what has come due, and every cadence's send would be a pair.
+        burst = horizon.due_count > self._settings.fire_batch_size and not horizon.bounded
+        copies = 2 if burst else 1
         resend_in: float | None = None
         ahead = (
             None
@@ -242,8 +245,9 @@ class ScoutScheduler(Scheduler):
         )
         if ahead is not None and ahead <= EARLY_LEAD and not horizon.bounded:
             # The key the horizon will read at the slot, so the wake-up there
-            # finds it sent.
-            key = (horizon.earliest, horizon.earliest, False)
+            # finds it sent: latest_due already reads the slot's (for a jittered
+            # head, its next_run_at, which has passed, not the instant).
+            key = (horizon.earliest, horizon.latest_due, False)
             if key != self._last_fire and self._send(FIRE, horizon.earliest, copies, early=True):
                 self._last_fire, self._last_fire_sent = key, mono + ahead
                 self._early, self._notified = True, False
@@ -255,7 +259,9 @@ class ScoutScheduler(Scheduler):
             # is on it, and its commit NOTIFYs us when the horizon moves), or
             # soon after a NOTIFY that left it where it was.
             since = mono - self._last_fire_sent
-            early = self._early and key == self._last_fire and not self._notified
+            # A NOTIFY before the slot (another schedule's change) says nothing
+            # of the task sent ahead: its check stands.
+            early = self._early and key == self._last_fire
             fresh = (
                 key != self._last_fire
                 or since >= tick_seconds
@@ -270,10 +276,10 @@ class ScoutScheduler(Scheduler):
                 early = False
             if horizon.bounded:
                 resend_in = HERD_CADENCE - since
-            elif self._notified:
-                resend_in = RESEND_AFTER_NOTIFY - since
             elif early:
                 resend_in = EARLY_CHECK - since
+            elif self._notified:
+                resend_in = RESEND_AFTER_NOTIFY - since
         wait = max(0.0, self._next_tick - time.monotonic())
         if resend_in is not None:
             wait = min(wait, max(0.0, resend_in))

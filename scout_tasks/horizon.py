@@ -81,8 +81,12 @@ HORIZON_QUERY = text(
            EXISTS (SELECT 1 FROM scout_schedules
                     WHERE enabled AND next_run_at IS NULL AND last_error IS NULL) AS unscheduled,
            EXISTS (SELECT 1 FROM cut) AS bounded,
+           -- Due by now, or by the earliest instant when that is still to come:
+           -- what the horizon will read at that instant (a jittered head's slot
+           -- has passed, so it is not the earliest instant itself).
            (SELECT max(next_run_at) FROM scout_schedules
-             WHERE enabled AND next_run_at <= now()) AS latest_due,
+             WHERE enabled
+               AND next_run_at <= GREATEST(now(), (SELECT earliest FROM soonest))) AS latest_due,
            (SELECT min(next_run_at) FROM scout_schedules
              WHERE enabled AND next_run_at > now()) AS upcoming,
            -- Due by now, or by the earliest instant when that is still to come.
@@ -111,7 +115,8 @@ class Horizon:
     unscheduled: bool
     bounded: bool = False
     # The latest next_run_at that has come (a new one means another schedule
-    # came due), and the earliest still to come. While a due schedule stays
+    # came due; while the earliest instant is still ahead, the latest that will
+    # have come by then), and the earliest still to come. While a due schedule stays
     # due (another transaction holds its row, so every claim skips it),
     # ``earliest`` stands still, and these are how the beat sees the others.
     latest_due: datetime | None = None

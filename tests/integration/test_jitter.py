@@ -218,3 +218,25 @@ def test_before_the_earliest_slot_the_horizon_counts_what_comes_due_at_it(
     _insert(engine, uuid.uuid4(), "after it", 0, "date_trunc('second', now()) + interval '2 hours'")
     seen = _horizon(engine)
     assert (seen.earliest, seen.due_count) == (slot, 3)
+
+
+def test_the_horizon_reads_ahead_the_latest_due_the_beat_will_see_at_the_instant(
+    engine: Engine,
+) -> None:
+    # A jittered slot that has passed, its instant (slot + d) still ahead.
+    sid = _id_with_offset_at_least(60, 30_000)
+    _insert(engine, sid, "jittered", 60, "date_trunc('second', now()) - interval '1 second'")
+    slot = row(engine, "SELECT next_run_at FROM scout_schedules")["next_run_at"]
+    ahead = _horizon(engine)
+    assert ahead.earliest == slot + jitter.offset(sid, 60) and ahead.earliest > ahead.now
+    # What the beat keys its early send on: the slot, as at the instant, not the instant.
+    assert ahead.latest_due == slot
+
+    # Without jitter, the slot still to come is the latest due by then.
+    execute(engine, "UPDATE scout_schedules SET jitter_seconds = 0, next_run_at = now() + '1 h'")
+    plain = _horizon(engine)
+    assert (
+        plain.latest_due
+        == plain.earliest
+        == row(engine, "SELECT next_run_at FROM scout_schedules")["next_run_at"]
+    )
