@@ -502,8 +502,12 @@ def celery_stack(
     finally:
         beat.stop()
         worker.stop()
-        # Celery declares a direct exchange named after the task queue, too.
-        delete_broker_objects(queues=worker_queues(task_queue), exchanges=[task_queue])
+        # Celery declares a direct exchange named after the task queue, too, and
+        # the lifecycle queue's dead-letter exchange is named after it.
+        delete_broker_objects(
+            queues=worker_queues(task_queue),
+            exchanges=[task_queue, f"{task_queue}.lifecycle.v2.dlx"],
+        )
         if keep_logs:
             log(f"logs kept in {workdir}")
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,6 +11,10 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+
+import kombu
+
+from scout_tasks.lifecycle_queues import LifecycleQueues
 
 CELERY = str(Path(sys.executable).with_name("celery"))
 
@@ -111,3 +116,16 @@ def scout_env(db_url: str, broker_url: str, exchange: str, **overrides: str) -> 
     )
     env.update(overrides)
     return env
+
+
+def delete_worker_queues(broker_url: str, task_queue: str) -> None:
+    """Remove what a worker on ``task_queue`` declared: its task queue, lifecycle queues and
+    exchanges, so a test run leaves nothing behind in the vhost."""
+    names = LifecycleQueues.for_task_queue(task_queue)
+    with kombu.Connection(broker_url) as conn:
+        for queue in (task_queue, *names.all_names()):
+            with contextlib.suppress(Exception):
+                conn.channel().queue_delete(queue=queue)
+        for exchange in (task_queue, names.dead_exchange):
+            with contextlib.suppress(Exception):
+                conn.channel().exchange_delete(exchange=exchange)

@@ -7,13 +7,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import kombu
 import pytest
 from sqlalchemy import Engine
 
 from scout_tasks import apply
 from tests.conftest import EventQueue
-from tests.e2e.procs import CeleryProcess, scout_env, stop_all
+from tests.e2e.procs import CeleryProcess, delete_worker_queues, scout_env, stop_all
 from tests.integration.helpers import execute, rows, scalar
 
 N = 30
@@ -33,8 +32,7 @@ def stack(
         yield procs
     finally:
         stop_all(procs.values())
-        with kombu.Connection(broker_url) as conn:
-            conn.default_channel.queue_delete(env["SCOUT_TASK_QUEUE"])
+        delete_worker_queues(broker_url, env["SCOUT_TASK_QUEUE"])
 
 
 def _document(max_strategies: int) -> dict[str, list[dict[str, object]]]:

@@ -5,7 +5,6 @@ Only the beat runs, so the fire tasks it sends stay in the task queue to be read
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from scout_tasks.celery_app import EARLY, FIRE, PAIRED
-from tests.e2e.procs import CeleryProcess, scout_env, stop_all
+from tests.e2e.procs import CeleryProcess, delete_worker_queues, scout_env, stop_all
 from tests.integration.helpers import insert_due_schedules
 
 
@@ -63,8 +62,7 @@ def test_the_beat_hands_a_burst_to_two_pool_processes_at_once(
         fires = _fire_tasks(broker_url, env["SCOUT_TASK_QUEUE"], settle=3.0)
     finally:
         stop_all([beat])
-        with kombu.Connection(broker_url) as conn, contextlib.suppress(Exception):
-            conn.default_channel.queue_delete(env["SCOUT_TASK_QUEUE"])
+        delete_worker_queues(broker_url, env["SCOUT_TASK_QUEUE"])
 
     assert len(fires) == sent, beat.log()[-3000:]
     # More than a batch (10) due: both marked, so each leaves the first two batches
@@ -104,8 +102,7 @@ def test_a_slot_is_sent_ahead_marked_early_and_again_if_nothing_came_of_it(
                     arrivals.append((time.time(), dict(message.headers)))
     finally:
         stop_all([beat])
-        with kombu.Connection(broker_url) as conn, contextlib.suppress(Exception):
-            conn.default_channel.queue_delete(env["SCOUT_TASK_QUEUE"])
+        delete_worker_queues(broker_url, env["SCOUT_TASK_QUEUE"])
 
     assert len(arrivals) == 2, beat.log()[-3000:]
     (first_at, first), (second_at, second) = arrivals

@@ -8,12 +8,11 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import kombu
 import pytest
 from sqlalchemy import Engine, text
 
 from tests.conftest import EventQueue
-from tests.e2e.procs import CeleryProcess, scout_env, stop_all
+from tests.e2e.procs import CeleryProcess, delete_worker_queues, scout_env, stop_all
 from tests.integration.helpers import TRIGGER_KEYS
 
 
@@ -31,8 +30,7 @@ def stack(
         yield procs
     finally:
         stop_all(procs.values())
-        with kombu.Connection(broker_url) as conn:
-            conn.default_channel.queue_delete(env["SCOUT_TASK_QUEUE"])
+        delete_worker_queues(broker_url, env["SCOUT_TASK_QUEUE"])
 
 
 def _insert_due_in(engine: Engine, name: str, seconds: float, cron: str = "* * * * *") -> uuid.UUID:

@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import kombu
 import pytest
 from sqlalchemy import Engine
 
 from scout_tasks import horizon, jitter
 from tests.conftest import EventQueue
-from tests.e2e.procs import CeleryProcess, scout_env, stop_all
+from tests.e2e.procs import CeleryProcess, delete_worker_queues, scout_env, stop_all
 from tests.integration.helpers import execute, rows
 
 # More than the beat reads of a herd, so its bounded mode (fire every 0.25 s) runs.
@@ -32,8 +31,7 @@ def stack(
         yield {"worker": worker, "beat": beat}
     finally:
         stop_all([beat, worker])
-        with kombu.Connection(broker_url) as conn:
-            conn.default_channel.queue_delete(env["SCOUT_TASK_QUEUE"])
+        delete_worker_queues(broker_url, env["SCOUT_TASK_QUEUE"])
 
 
 def test_each_schedule_fires_at_its_own_slot_plus_d_not_before(
