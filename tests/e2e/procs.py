@@ -104,6 +104,11 @@ def stop_all(procs: Iterable[CeleryProcess], timeout: float = 20.0) -> None:
         proc.stop(timeout)
 
 
+# Every task queue scout_env named: tests/e2e/conftest.py deletes what a worker
+# declared for each after the test, whether or not the test cleaned up itself.
+STARTED_TASK_QUEUES: list[str] = []
+
+
 def scout_env(db_url: str, broker_url: str, exchange: str, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCOUT_")}
     env.update(
@@ -115,6 +120,7 @@ def scout_env(db_url: str, broker_url: str, exchange: str, **overrides: str) -> 
         PYTHONUNBUFFERED="1",
     )
     env.update(overrides)
+    STARTED_TASK_QUEUES.append(env["SCOUT_TASK_QUEUE"])
     return env
 
 
