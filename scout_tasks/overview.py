@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from scout_tasks import (
-    cron,
     heartbeat,
     horizon,
     outbox,
@@ -85,15 +84,7 @@ def fire_times(
     empty then): a row written by plain SQL is not "planned soon", it never will be.
     """
     try:
-        times = service.preview_fire_times(schedule, now, count)
-        if times and times[0] <= now and count > 1:
-            # Overdue: the beat fires the missed slot at once, then moves to the
-            # first slot after now (policy.plan), never to the slots missed since.
-            later = cron.next_times(
-                schedule["cron_expression"], schedule["timezone"], now, count - 1
-            )
-            times = times[:1] + later
-        return times, None
+        return service.preview_fire_times(schedule, now, count), None
     except ScoutTasksError as exc:
         return [], str(exc)
     except (ValueError, OverflowError) as exc:

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from scout_tasks import counters, cron, outbox, runs, schedules, validation
+from scout_tasks import counters, cron, outbox, policy, runs, schedules, validation
 from scout_tasks.changes import has_changes, list_changes, set_actor
 from scout_tasks.db import db_now
 from scout_tasks.errors import ScheduleNotFound
@@ -129,16 +129,39 @@ def preview_fire_times(schedule: Mapping[str, Any], now: datetime, count: int) -
 
     An enabled schedule starts from its ``next_run_at``, which an operator may
     have set off the cron grid; a disabled one (or one not yet planned)
-    previews from ``now``.
+    previews from ``now``. An overdue one shows what the beat will do when it
+    claims it (:func:`scout_tasks.policy.plan`, as if at ``now``): the missed
+    slot(s) its misfire policy runs, then the cron slots after ``now``, never
+    the slots missed in between.
     """
     expr, zone = schedule["cron_expression"], schedule["timezone"]
     first: datetime | None = schedule["next_run_at"] if schedule["enabled"] else None
-    times: list[datetime] = []
-    if first is not None:
-        times.append(first.astimezone(cron.get_zone(zone)))
+    if first is None:
+        return cron.next_times(expr, zone, now, count)
+    times = [first] if first > now else _overdue(schedule, first, now)
     if len(times) < count:
-        times += cron.next_times(expr, zone, first or now, count - len(times))
-    return times
+        times += cron.next_times(expr, zone, times[-1] if times else now, count - len(times))
+    tz = cron.get_zone(zone)
+    return [t.astimezone(tz) for t in times[:count]]
+
+
+def _overdue(schedule: Mapping[str, Any], first: datetime, now: datetime) -> list[datetime]:
+    """The slots the beat runs for an overdue schedule claimed at ``now``, then its next slot."""
+    due = schedules.DueSchedule(
+        id=schedule.get("id") or uuid.UUID(int=0),
+        name=schedule.get("name") or "",
+        cron_expression=schedule["cron_expression"],
+        timezone=schedule["timezone"],
+        source=schedule.get("source") or "",
+        max_strategies=schedule.get("max_strategies") or 0,
+        next_run_at=first,
+        misfire_policy=schedule.get("misfire_policy") or "coalesce",
+        misfire_grace_seconds=schedule.get("misfire_grace_seconds") or 0,
+        overlap_policy="allow",  # the previous run's status is not read here
+        last_run_status=None,
+    )
+    planned = policy.plan(due, now)
+    return [*planned.slots, planned.next_run_at]
 
 
 def next_fire_times(engine: Engine, schedule_id: uuid.UUID, count: int) -> FirePreview:

@@ -327,6 +327,28 @@ def test_next_previews_fire_times_in_the_schedules_zone(client: TestClient, engi
     assert_error(client.get(f"{SCHEDULES}/{uuid.uuid4()}/next"), 404, None)
 
 
+def test_next_of_an_overdue_schedule_lists_what_the_beat_will_fire_not_the_missed_slots(
+    client: TestClient, engine: Engine
+) -> None:
+    created = create(client, cron_expression="*/15 * * * *", timezone="UTC")
+    execute(
+        engine,
+        "UPDATE scout_schedules SET next_run_at = now() - interval '2 hours' WHERE id = :id",
+        id=created["id"],
+    )
+    before = row(engine, "SELECT now() AS now")["now"]
+    times = [
+        datetime.fromisoformat(t)
+        for t in client.get(f"{SCHEDULES}/{created['id']}/next", params={"n": 4}).json()["times"]
+    ]
+    after = row(engine, "SELECT now() AS now")["now"]
+    # Coalesced: one run for the latest missed quarter, then the quarters after
+    # now; the seven missed before it are never fired, so never listed.
+    assert before - timedelta(minutes=15) < times[0] <= after, (times, before, after)
+    assert all(t > before for t in times[1:]), (times, before)
+    assert [b - a for a, b in itertools.pairwise(times[1:])] == [timedelta(minutes=15)] * 2
+
+
 def test_reload_routes(client: TestClient) -> None:
     created = create(client)
     response = client.post(f"{SCHEDULES}/reload")

@@ -62,3 +62,40 @@ def test_enabled_but_not_yet_planned_previews_from_now() -> None:
 def test_a_bad_expression_written_by_sql_is_refused_by_name() -> None:
     with pytest.raises(InvalidCronExpression):
         preview_fire_times(schedule(enabled=False, expr="61 * * * *"), NOW, 2)
+
+
+def overdue(policy: str, grace: int = 60) -> dict[str, Any]:
+    """Hourly at :15, planned for 09:15 Riga (07:15 UTC) but not fired: NOW is 12:00 UTC."""
+    return {
+        **schedule(next_run_at="2025-03-28T07:15:00+00:00", expr="15 * * * *"),
+        "misfire_policy": policy,
+        "misfire_grace_seconds": grace,
+    }
+
+
+def test_an_overdue_coalesced_schedule_shows_the_one_run_it_makes_then_slots_after_now() -> None:
+    # Five slots were missed (07:15 .. 11:15 UTC); coalesce runs the latest
+    # one once, then goes on from now: the four before it are never "next".
+    assert iso(preview_fire_times(overdue("coalesce"), NOW, 3)) == [
+        "2025-03-28T13:15:00+02:00",
+        "2025-03-28T14:15:00+02:00",
+        "2025-03-28T15:15:00+02:00",
+    ]
+
+
+def test_an_overdue_schedule_with_skip_past_its_grace_shows_only_slots_after_now() -> None:
+    assert iso(preview_fire_times(overdue("skip"), NOW, 2)) == [
+        "2025-03-28T14:15:00+02:00",
+        "2025-03-28T15:15:00+02:00",
+    ]
+
+
+def test_an_overdue_catch_up_schedule_shows_each_slot_in_its_grace() -> None:
+    # A grace of 3 hours keeps the slots of 09:15, 10:15 and 11:15 UTC.
+    assert iso(preview_fire_times(overdue("catch_up", grace=3 * 3600), NOW, 5)) == [
+        "2025-03-28T11:15:00+02:00",
+        "2025-03-28T12:15:00+02:00",
+        "2025-03-28T13:15:00+02:00",
+        "2025-03-28T14:15:00+02:00",
+        "2025-03-28T15:15:00+02:00",
+    ]
