@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from unittest import mock
 
 import kombu
 import pytest
@@ -219,6 +218,19 @@ def publish(publisher: ConfirmingPublisher, *payloads: dict[str, Any]) -> None:
     ]
     result = publisher.publish(messages)
     assert result.confirmed == {m.message_id for m in messages}, result.rejected
+
+
+class BeyondDatetime(datetime):
+    """A timestamp header py-amqp sends as about 8.6e16 seconds (a billion years on).
+
+    py-amqp writes a datetime header from its ``utctimetuple()`` with
+    ``calendar.timegm``, which counts the days field as it is given; no
+    datetime can hold the value the other side decodes, as a client in
+    another language could send it.
+    """
+
+    def utctimetuple(self) -> time.struct_time:
+        return time.struct_time((1970, 1, 10**12, 0, 0, 0, 0, 0, 0))
 
 
 def publish_raw(
@@ -754,17 +766,17 @@ def test_a_frame_the_consumer_cannot_decode_costs_seconds_not_minutes(
     try:
         wait_until(lambda: consumer.sessions >= 1, "ready")
         run_id = new_run(engine)
-        # A timestamp header beyond what a datetime holds: the consumer's
-        # py-amqp raises OSError(EOVERFLOW) decoding the frame, every delivery.
-        with mock.patch("amqp.serialization.calendar.timegm", return_value=2**63 - 1):
-            publish_raw(
-                broker_url,
-                exchange_name,
-                "scout.started",
-                b"{}",
-                headers={"when": datetime(2026, 1, 1)},
-                message_id="poison",
-            )
+        # A timestamp header beyond what a datetime holds (AMQP allows any 64-bit
+        # count of seconds): the consumer's py-amqp raises OSError(EOVERFLOW)
+        # decoding the frame, every delivery.
+        publish_raw(
+            broker_url,
+            exchange_name,
+            "scout.started",
+            b"{}",
+            headers={"when": BeyondDatetime(2026, 1, 1)},
+            message_id="poison",
+        )
         started = time.monotonic()
         publish(publisher, event("scout.started", run_id, source="stratninja"))
 
