@@ -10,6 +10,7 @@ and the median of the repeats is printed:
 - ``minimal``: the minimal loop of ``minimal.py``.
 
     python bench/profile_fire.py --count 20000 --repeat 3
+    python bench/profile_fire.py --count 1000 --idle 1000000   # beside idle schedules
 """
 
 from __future__ import annotations
@@ -168,7 +169,14 @@ def main() -> None:
         help="scout-tasks' fire batch (default: the worker's, SCOUT_FIRE_BATCH_SIZE's default)",
     )
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--idle",
+        type=int,
+        default=0,
+        help="schedules in every database that are not due (the table's size beyond the count)",
+    )
     args = parser.parse_args()
+    common.use_idle_schedules(args.idle)
     variants = args.variants.split(",")
     started = time.strftime("%Y-%m-%d %H:%M")
     totals: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
@@ -192,7 +200,9 @@ def main() -> None:
     print(
         f"\nin-process fire of {args.count:,} due schedules, CPU µs per run "
         f"({started}, {common.machine()}, median of {args.repeat}; "
-        f"scout-tasks' batches of {args.batch_size})\n"
+        f"scout-tasks' batches of {args.batch_size}"
+        + (f", {args.idle:,} idle schedules beside them" if args.idle else "")
+        + ")\n"
     )
     print(
         common.table(
