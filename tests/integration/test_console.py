@@ -387,6 +387,29 @@ def test_redirects_stay_inside_the_console(client: TestClient, engine: Engine) -
 # --- signing in -----------------------------------------------------------------------------
 
 
+def test_sign_in_returns_to_the_page_with_its_search(
+    make_client: MakeClient, engine: Engine
+) -> None:
+    client = make_client(api_token=TOKEN)
+    add(engine)
+    page = client.get("/ui?q=daily&state=enabled").text
+    link = re.search(r'href="(/ui/login\?next=[^"]+)"', page)
+    assert link is not None, page
+    login = client.get(html.unescape(link.group(1)))
+    signed = client.post(
+        "/ui/login",
+        data={
+            "csrf": csrf_of(login.text),
+            "token": TOKEN,
+            "next": html.unescape(
+                re.search(r'name="next" value="([^"]+)"', login.text).group(1)  # type: ignore[union-attr]
+            ),
+        },
+    )
+    assert banner(signed.text) == "Signed in"
+    assert str(signed.url).endswith("/ui?q=daily&state=enabled"), signed.url
+
+
 def test_with_a_token_actions_need_a_sign_in(make_client: MakeClient, engine: Engine) -> None:
     client = make_client(api_token=TOKEN)
     made = add(engine)
