@@ -35,10 +35,35 @@ def _options() -> Options:
     return options
 
 
+def _sundays_once(field: str) -> str:
+    """A day-of-week field that sets 7 written over 0-6, where 7 is 0 (Sunday).
+
+    The library reads 7 as a day after Saturday, so ``0-7`` (every day) would
+    read "Sunday through Sunday". A field starting with ``*`` is left as it is:
+    that start decides how the day fields combine.
+    """
+    if field.startswith("*"):
+        return field
+    values = cron.field_values(4, field)
+    if 7 not in values:
+        return field
+    days = sorted({value % 7 for value in values})
+    runs: list[list[int]] = []
+    for day in days:
+        if runs and day == runs[-1][-1] + 1:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return ",".join(
+        f"{run[0]}-{run[-1]}" if len(run) > 2 else ",".join(map(str, run)) for run in runs
+    )
+
+
 def _five_fields(expr: str) -> str:
     """The fields cron reads (validated, nicknames expanded), one-value ranges collapsed."""
-    fields = cron.expand(expr)
-    return " ".join(_ONE_VALUE_RANGE.sub(r"\1", field) for field in fields.split(" "))
+    fields = [_ONE_VALUE_RANGE.sub(r"\1", field) for field in cron.expand(expr).split(" ")]
+    fields[4] = _sundays_once(fields[4])
+    return " ".join(fields)
 
 
 @functools.lru_cache(maxsize=4096)
