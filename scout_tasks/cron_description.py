@@ -1,16 +1,16 @@
 """Cron expressions in plain English, for people reading a schedule.
 
 The words come from the ``cron-descriptor`` package on a 24-hour clock
-(``0 9 * * MON-FRI`` reads "At 09:00, Monday through Friday"). Two inputs are
+(``0 9 * * MON-FRI`` reads "At 09:00, Monday through Friday"). Three inputs are
 first put into the form it reads the way Debian cron means them: nicknames
-(``@daily``) become their five fields (:func:`scout_tasks.cron.expand`), and a
-one-value range with a step (``4-4/1``, Debian's 4 alone) becomes that value.
+(``@daily``) become their five fields (:func:`scout_tasks.cron.expand`), a
+range that sets one value (``4-4/1``, Debian's 4 alone) becomes that value,
+and a day of the week 7 becomes 0 (both are Sunday).
 """
 
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,8 +22,6 @@ from cron_descriptor.Exception import (
 )
 
 from scout_tasks import cron
-
-_ONE_VALUE_RANGE = re.compile(r"\b(\w+)-\1/\d+\b")
 
 
 def _options() -> Options:
@@ -59,9 +57,24 @@ def _sundays_once(field: str) -> str:
     )
 
 
+def _one_value(index: int, term: str) -> str:
+    """A range that sets one value, as that value: Debian's ``4-4/1``, ``5-5`` and ``1-2/2``.
+
+    The library would read them as ranges ("every 2 weeks, Monday through Tuesday"
+    for ``1-2/2``, which fires every Monday).
+    """
+    if term.startswith("*") or "-" not in term:
+        return term
+    values = cron.field_values(index, term)
+    return str(min(values)) if len(values) == 1 else term
+
+
 def _five_fields(expr: str) -> str:
     """The fields cron reads (validated, nicknames expanded), one-value ranges collapsed."""
-    fields = [_ONE_VALUE_RANGE.sub(r"\1", field) for field in cron.expand(expr).split(" ")]
+    fields = [
+        ",".join(_one_value(index, term) for term in field.split(","))
+        for index, field in enumerate(cron.expand(expr).split(" "))
+    ]
     fields[4] = _sundays_once(fields[4])
     return " ".join(fields)
 

@@ -62,6 +62,12 @@ def test_describe_never_raises(expr: str) -> None:
         ("0 0 * * 5-7/2", "At 00:00, only on Sunday and Friday"),
         # Still OR-ed with the day of the month (neither starts with "*").
         ("0 0 1 * 6-7", "At 00:00, on day 1 of the month, or on Sunday and Saturday"),
+        # A range that sets one value is that value.
+        ("0 0 * * 1-2/2", "At 00:00, only on Monday"),
+        ("0 0 * * 3-3", "At 00:00, only on Wednesday"),
+        ("5-5 * * * *", "At 5 minutes past the hour"),
+        ("0 4-5/2 * * *", "At 04:00"),
+        ("0 0 * * MON-TUE/2", "At 00:00, only on Monday"),
     ],
 )
 def test_day_seven_is_sunday(expr: str, expected: str) -> None:
