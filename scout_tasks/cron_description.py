@@ -23,6 +23,9 @@ from cron_descriptor.Exception import (
 
 from scout_tasks import cron
 
+# Day of the month, day of the week.
+_DAY_FIELDS = (2, 4)
+
 
 def _options() -> Options:
     options = Options()
@@ -58,12 +61,18 @@ def _sundays_once(field: str) -> str:
 
 
 def _one_value(index: int, term: str) -> str:
-    """A range that sets one value, as that value: Debian's ``4-4/1``, ``5-5`` and ``1-2/2``.
+    """A term that sets one value, as that value: Debian's ``4-4/1``, ``5-5``, ``1-2/2``,
+    and a step past the field's span (``*/90`` minutes is minute 0 alone).
 
-    The library would read them as ranges ("every 2 weeks, Monday through Tuesday"
-    for ``1-2/2``, which fires every Monday).
+    The library would read them as ranges or steps ("every 2 weeks, Monday
+    through Tuesday" for ``1-2/2``, which fires every Monday; "every 90 minutes"
+    for an hourly job). A day field starting with ``*`` is left as it is: that
+    start decides how the two day fields combine.
     """
-    if term.startswith("*") or "-" not in term:
+    if term.startswith("*"):
+        if "/" not in term or index in _DAY_FIELDS:
+            return term
+    elif "-" not in term:
         return term
     values = cron.field_values(index, term)
     return str(min(values)) if len(values) == 1 else term

@@ -68,6 +68,10 @@ def test_describe_never_raises(expr: str) -> None:
         ("5-5 * * * *", "At 5 minutes past the hour"),
         ("0 4-5/2 * * *", "At 04:00"),
         ("0 0 * * MON-TUE/2", "At 00:00, only on Monday"),
+        # A step past the field's span sets its start alone: an hourly job.
+        ("*/90 * * * *", "Every hour"),
+        ("0 */25 * * *", "At 00:00"),
+        ("0 0 1 */13 *", "At 00:00, on day 1 of the month, only in January"),
     ],
 )
 def test_day_seven_is_sunday(expr: str, expected: str) -> None:
