@@ -11,6 +11,7 @@ any failure while writing rolls the whole apply back.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -60,12 +61,17 @@ def apply(
         for step in plan.steps:
             if step.action == DELETE and step.schedule_id is not None:
                 schedules.delete_schedule(conn, step.schedule_id)
+        steps = []
         for step in plan.steps:
             if step.action == UPDATE:
                 changes = {k: new for k, (_old, new) in step.changes.items()}
                 service.write_update(conn, rows[step.name], changes)
             elif step.action == CREATE and step.entry is not None:
-                service.write_create(conn, step.entry, {"managed_by": MANAGED_BY})
+                made = service.write_create(conn, step.entry, {"managed_by": MANAGED_BY})
+                # The plan as applied names the new schedule, as it names every other.
+                step = dataclasses.replace(step, schedule_id=made["id"])
+            steps.append(step)
+        plan = Plan(steps)
     log.info(
         "schedules applied: %s",
         plan.summary(),

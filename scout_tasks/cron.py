@@ -47,6 +47,7 @@ __all__ = [
     "NICKNAMES",
     "NoFireTime",
     "expand",
+    "field_values",
     "get_zone",
     "iter_after",
     "latest_at_or_before",
@@ -162,6 +163,14 @@ def _field(index: int, field: str) -> tuple[str, frozenset[int]]:
         # "from 4 to the end", Debian as 4 alone.
         terms.append(",".join(map(str, span)) if slash else f"{start}-{end}")
     return ",".join(terms), frozenset(values)
+
+
+def field_values(index: int, field: str) -> frozenset[int]:
+    """The values Debian sets for field ``index`` (0 minute .. 4 day-of-week) of ``field``.
+
+    Raises :class:`InvalidCronExpression` when the field does not parse.
+    """
+    return _field(index, field.upper())[1]
 
 
 def _five_fields(expr: str, text: str) -> _Parsed:

@@ -35,6 +35,8 @@ class Snapshot:
     schedules_enabled: int
     schedules_due: int
     schedules_overdue: int
+    # Enabled, but with a last_error and no next_run_at: they never fire as they are.
+    schedules_cannot_fire: int
     outbox_backlog: int
     outbox_oldest_at: datetime | None
     runs_pending: int
@@ -66,6 +68,7 @@ def read_snapshot(conn: Connection) -> Snapshot:
         schedules_enabled=enabled.enabled,
         schedules_due=enabled.due,
         schedules_overdue=enabled.overdue,
+        schedules_cannot_fire=enabled.cannot_fire,
         outbox_backlog=backlog,
         outbox_oldest_at=oldest,
         runs_pending=active["pending"],
@@ -108,6 +111,11 @@ def problems(snap: Snapshot, only: str | None = None) -> list[str]:
             f"{snap.schedules_overdue} schedule(s) overdue by more than "
             f"{OVERDUE_AFTER_SECONDS:.0f}s"
         )
+    if snap.schedules_cannot_fire:
+        found.append(
+            f"{snap.schedules_cannot_fire} enabled schedule(s) cannot fire: their expression "
+            "or time zone does not evaluate (last_error in `scout-tasks schedules list --json`)"
+        )
     if snap.outbox_oldest_age > OUTBOX_STUCK_SECONDS:
         found.append(
             f"the outbox is stuck: {snap.outbox_backlog} event(s) waiting, "
@@ -137,6 +145,7 @@ def report(snap: Snapshot, only: str | None = None) -> dict[str, Any]:
             "enabled": snap.schedules_enabled,
             "due": snap.schedules_due,
             "overdue": snap.schedules_overdue,
+            "cannot_fire": snap.schedules_cannot_fire,
         },
         "outbox": {
             "backlog": snap.outbox_backlog,

@@ -44,6 +44,27 @@ def _count_between(expr: str, zone: str, start: datetime, end: datetime) -> int:
     return count
 
 
+def _recent_start(expr: str, zone: str, start: datetime, now: datetime) -> datetime:
+    """A point no earlier than ``start`` after which at least MAX_CATCH_UP + 1 slots
+    come by ``now`` (or ``start`` itself when fewer do).
+
+    catch_up keeps only the latest MAX_CATCH_UP slots, so nothing before that
+    point counts; walking from ``start`` instead costs one step per slot, and
+    plain SQL may set a grace of decades (minutes of CPU for an every-minute
+    schedule). Windows ending at ``now`` double from an hour until one holds
+    enough slots: each is counted only up to that many.
+    """
+    window = timedelta(hours=1)
+    while window < now - start:
+        for count, fire in enumerate(cron.iter_after(expr, zone, now - window), start=1):
+            if fire > now:
+                break
+            if count > MAX_CATCH_UP:
+                return now - window
+        window *= 2
+    return start
+
+
 def plan(due: DueSchedule, now: datetime) -> Plan:
     """Which slots of a due schedule get a run, and its next slot after ``now``.
 
@@ -73,7 +94,7 @@ def plan(due: DueSchedule, now: datetime) -> Plan:
         missed = [first]
         if several:
             # Start a second early: a slot exactly grace_start old is on time.
-            start = max(first, grace_start - timedelta(seconds=1))
+            start = _recent_start(expr, zone, max(first, grace_start - timedelta(seconds=1)), now)
             for fire in cron.iter_after(expr, zone, start):
                 utc = fire.astimezone(UTC)
                 if utc > now:

@@ -76,6 +76,14 @@ class RunProgress:
 # events in one batch only the latest (by that clamped time, then the later
 # in the batch) is compared with the stored one: one by one, the others would
 # have been overwritten by it or kept out by the same comparison.
+#
+# The stored ``at`` is read with jsonpath's datetime() in silent mode: one that
+# plain SQL made unreadable ("garbage", a number) is NULL, so the new progress
+# replaces it, where a cast would fail the statement and set a good event aside.
+_STORED_AT = (
+    "CAST(jsonb_path_query_first(r.metrics, '$.progress.at.datetime()', '{}', true)"
+    " #>> '{}' AS timestamptz)"
+)
 _RECORD_PROGRESS = text(
     """
     WITH given AS (
@@ -100,10 +108,9 @@ _RECORD_PROGRESS = text(
         started_at = COALESCE(r.started_at, now()),
         updated_at = now(),
         metrics = CASE
-            WHEN r.metrics -> 'progress' ->> 'at' IS NULL
-                 OR CAST(r.metrics -> 'progress' ->> 'at' AS timestamptz) <= latest.at
-                 OR CAST(r.metrics -> 'progress' ->> 'at' AS timestamptz)
-                    > now() + make_interval(secs => :max_ahead)
+            WHEN $stored_at IS NULL
+                 OR $stored_at <= latest.at
+                 OR $stored_at > now() + make_interval(secs => :max_ahead)
             THEN jsonb_set(
                 CASE WHEN jsonb_typeof(r.metrics) = 'object' THEN r.metrics ELSE '{}'::jsonb END,
                 '{progress}',
@@ -113,7 +120,7 @@ _RECORD_PROGRESS = text(
         END
     FROM latest
     WHERE r.id = latest.run_id AND r.status IN ('pending', 'running')
-    """
+    """.replace("$stored_at", _STORED_AT)
 )
 
 # How far ahead of the database's clock an agent's timestamp may be and still count.

@@ -284,7 +284,11 @@ _COUNT_ENABLED = text(
              WHERE s.enabled AND s.next_run_at <= now() AND s.next_run_at + $jitter <= now()),
            (SELECT count(*) FROM scout_schedules s
              WHERE s.enabled AND s.next_run_at < now() - make_interval(secs => :overdue_after)
-               AND s.next_run_at + $jitter < now() - make_interval(secs => :overdue_after))
+               AND s.next_run_at + $jitter < now() - make_interval(secs => :overdue_after)),
+           -- The index's NULL entries: enabled schedules the scheduler could not
+           -- plan (an expression or zone written with plain SQL), with last_error.
+           (SELECT count(*) FROM scout_schedules s
+             WHERE s.enabled AND s.next_run_at IS NULL AND s.last_error IS NOT NULL)
     """.replace("$jitter", jitter.sql_interval("s"))
 )
 
@@ -296,12 +300,16 @@ class EnabledCounts:
     due: int
     # next_run_at + d passed more than ``overdue_after`` seconds ago: nothing is firing them.
     overdue: int
+    # No next_run_at and a last_error: they never fire until someone fixes them.
+    cannot_fire: int = 0
 
 
 def count_enabled(conn: Connection, overdue_after: float) -> EnabledCounts:
-    """Enabled schedules, and how many of them are due and overdue now."""
-    enabled, due, overdue = conn.execute(_COUNT_ENABLED, {"overdue_after": overdue_after}).one()
-    return EnabledCounts(int(enabled), int(due), int(overdue))
+    """Enabled schedules, and how many of them are due, overdue, or cannot fire now."""
+    enabled, due, overdue, broken = conn.execute(
+        _COUNT_ENABLED, {"overdue_after": overdue_after}
+    ).one()
+    return EnabledCounts(int(enabled), int(due), int(overdue), int(broken))
 
 
 # --- operating a schedule: run now, pause, resume -----------------------------

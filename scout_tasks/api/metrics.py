@@ -112,6 +112,11 @@ def collect_metrics(engine: Engine) -> list[Metric]:
             value=snap.schedules_overdue,
         ),
         GaugeMetricFamily(
+            "scout_schedules_cannot_fire",
+            "Enabled schedules with no next_run_at and a last_error: they never fire as they are.",
+            value=snap.schedules_cannot_fire,
+        ),
+        GaugeMetricFamily(
             "scout_outbox_backlog",
             "Events waiting in the outbox for the broker's confirm.",
             value=snap.outbox_backlog,

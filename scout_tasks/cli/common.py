@@ -8,6 +8,7 @@ classified once, by :func:`scout_tasks.db.translate_db_errors`.
 from __future__ import annotations
 
 import json
+import unicodedata
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
@@ -51,10 +52,19 @@ def emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
     click.echo(json.dumps(_plain(data), indent=2, ensure_ascii=False) if as_json else text(data))
 
 
+def shown(value: Any) -> str:
+    """A value as one line of text: a control character (a newline or escape that
+    plain SQL stored) is written as its escape, so one row stays one line."""
+    if value is None:
+        return "-"
+    text = str(_plain(value))
+    if text.isprintable():
+        return text
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) == "Cc" else c for c in text)
+
+
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    cells = [
-        [str(_plain(r.get(c)) if r.get(c) is not None else "-") for c in columns] for r in rows
-    ]
+    cells = [[shown(r.get(c)) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
@@ -63,9 +73,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 def record(row: dict[str, Any]) -> str:
     width = max(len(k) for k in row)
-    return "\n".join(
-        f"{k.ljust(width)}  {_plain(v) if v is not None else '-'}" for k, v in row.items()
-    )
+    return "\n".join(f"{k.ljust(width)}  {shown(v)}" for k, v in row.items())
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")

@@ -11,7 +11,16 @@ from typing import Any
 
 import click
 
-from scout_tasks.cli.common import F, emit, engine, handles_errors, json_option, published, record
+from scout_tasks.cli.common import (
+    F,
+    emit,
+    engine,
+    handles_errors,
+    json_option,
+    published,
+    record,
+    shown,
+)
 
 
 def login_name() -> str | None:
@@ -92,11 +101,15 @@ def schedules_resume(schedule: str, actor: str | None, as_json: bool) -> None:
 
 
 def _value(value: Any) -> str:
+    """A history value as the apply plan writes one: null, true/false, and a string
+    quoted when it is empty or starts or ends with a space, so '' is not null."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    if isinstance(value, str) and (value == "" or value != value.strip()):
+        return repr(value)
+    return shown(value)
 
 
 def _history_text(items: list[dict[str, Any]]) -> str:

@@ -94,8 +94,9 @@ def runs_show(run_id: str, as_json: bool) -> None:
     """Show one run."""
     from scout_tasks import runs as sql
 
+    key = parse_uuid(run_id)
     with engine().connect() as conn:
-        row = sql.get_run(conn, parse_uuid(run_id))
+        row = sql.get_run(conn, key)
     emit(row, as_json, record)
 
 

@@ -48,7 +48,8 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         f"beat       {beat_line}",
         f"schedules  {schedules['enabled']} enabled, {schedules['due']} due, "
-        f"{schedules['overdue']} overdue",
+        f"{schedules['overdue']} overdue"
+        + (f", {schedules['cannot_fire']} cannot fire" if schedules["cannot_fire"] else ""),
         f"outbox     {out['backlog']} event(s) waiting{oldest}",
         f"runs       {runs['pending']} pending, {runs['running']} running",
     ]

@@ -60,7 +60,13 @@ def _when(value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        # In UTC, as the API does: PostgreSQL refuses offsets past 15:59.
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 def backfill_available() -> bool:

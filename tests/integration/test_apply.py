@@ -280,6 +280,11 @@ def test_http_apply_returns_the_plan_and_refuses_like_the_cli(
 
         done = client.post(url, json=body, headers={"X-Scout-Actor": "ci"})
         assert done.json()["applied"] is True
+        # A created schedule's object carries its new id, as every other step's does.
+        made = {
+            r["name"]: str(r["id"]) for r in rows(engine, "SELECT id, name FROM scout_schedules")
+        }
+        assert {p["name"]: p["id"] for p in done.json()["plan"]} == made
         assert scalar(engine, "SELECT count(*) FROM scout_schedule_changes WHERE actor = 'ci'") == 2
 
         again = client.post(url, json=body)

@@ -236,6 +236,25 @@ def test_runs_page_filters_like_the_api(client: TestClient, engine: Engine) -> N
     assert "Ignored schedule_id, created_after" in text_of(bad.text)
 
 
+def test_runs_page_takes_any_offset_and_ignores_an_instant_off_the_calendar(
+    client: TestClient,
+) -> None:
+    """As the API does: an offset past PostgreSQL's 15:59 is converted to UTC, not a
+    422 with the driver's text; an instant off the calendar in UTC is ignored, said so."""
+    far = client.get("/ui/runs", params={"created_after": "2026-12-01T07:00:00+20:00"})
+    assert far.status_code == 200, far.text
+    assert "Ignored" not in text_of(far.text)
+    off = client.get(
+        "/ui/runs",
+        params={
+            "created_after": "0001-01-01T00:00:00+05:00",
+            "created_before": "9999-12-31T23:00:00-05:00",
+        },
+    )
+    assert off.status_code == 200, off.text
+    assert "Ignored created_after, created_before" in text_of(off.text)
+
+
 # --- acting ------------------------------------------------------------------------------
 
 

@@ -228,6 +228,8 @@ def test_gauges_read_the_database_at_each_scrape(
                ('due', '0 * * * *', 's', 1, true, now() - interval '10 seconds'),
                ('later', '0 * * * *', 's', 1, true, now() + interval '1 hour'),
                ('off', '0 * * * *', 's', 1, false, now() - interval '1 day');
+        INSERT INTO scout_schedules (name, cron_expression, source, max_strategies, last_error)
+        VALUES ('broken', '61 * * * *', 's', 1, 'cron_expression: bad minute field');
         INSERT INTO scout_outbox (event_id, routing_key, payload, created_at)
         VALUES (gen_random_uuid(), 'scout.trigger', '{}', now() - interval '400 seconds'),
                (gen_random_uuid(), 'scout.trigger', '{}', now());
@@ -246,9 +248,11 @@ def test_gauges_read_the_database_at_each_scrape(
 
     samples, types = scrape(client)
     assert types["scout_schedules_overdue"] == "gauge"
-    assert value(samples, "scout_schedules_enabled") == 3
+    assert value(samples, "scout_schedules_enabled") == 4
     assert value(samples, "scout_schedules_due") == 2
     assert value(samples, "scout_schedules_overdue") == 1
+    assert types["scout_schedules_cannot_fire"] == "gauge"
+    assert value(samples, "scout_schedules_cannot_fire") == 1
     assert value(samples, "scout_outbox_backlog") == 2
     assert 395 <= value(samples, "scout_outbox_oldest_age_seconds") < 460
     assert value(samples, "scout_runs_active", status="pending") == 1

@@ -210,7 +210,7 @@ def test_status_is_unhealthy_until_a_beat_ticks_then_healthy(
     assert report["beat"]["leader"] == "beat-host:4242"
     assert report["beat"]["tick_seconds"] == 30.0
     assert report["beat"]["last_tick_at"].endswith("+00:00")
-    assert report["schedules"] == {"enabled": 2, "due": 1, "overdue": 0}
+    assert report["schedules"] == {"enabled": 2, "due": 1, "overdue": 0, "cannot_fire": 0}
     assert report["outbox"]["backlog"] == 0
     assert report["runs"] == {"pending": 1, "running": 1}
 
@@ -232,8 +232,14 @@ def test_status_is_unhealthy_until_a_beat_ticks_then_healthy(
             "(gen_random_uuid(), 'scout.trigger', '{}', now() - interval '301 seconds')",
             "the outbox is stuck",
         ),
+        (
+            "INSERT INTO scout_schedules (name, cron_expression, source, max_strategies, "
+            "last_error) VALUES ('broken', '61 * * * *', 's', 1, "
+            "'cron_expression: bad minute field')",
+            "1 enabled schedule(s) cannot fire",
+        ),
     ],
-    ids=["overdue schedule", "silent beat", "stuck outbox"],
+    ids=["overdue schedule", "silent beat", "stuck outbox", "schedule that cannot fire"],
 )
 def test_status_exits_1_and_says_why(
     sql: str, problem: str, db_url: str, engine: Engine, tmp_path: Path

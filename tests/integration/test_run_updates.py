@@ -63,3 +63,26 @@ def test_updates_read_a_non_object_metrics_as_empty(engine: Engine, value: str) 
         assert _metrics(conn, completed) == {"validated": 3}
         assert _metrics(conn, failed) == {"stage": "submit"}
         tx.rollback()
+
+
+@pytest.mark.parametrize(
+    "stored", ['{"at": "garbage"}', '{"at": "2026-13-45T99:00:00+00:00"}', '{"at": 42}']
+)
+def test_a_progress_at_plain_sql_made_unreadable_is_replaced_not_refused(
+    engine: Engine, stored: str
+) -> None:
+    """The event is fine; the row's old progress is what cannot be read, so the event wins."""
+    with engine.begin() as conn:
+        run_id = _run(conn, f'{{"progress": {stored}, "kept": 1}}')
+    with engine.begin() as conn:
+        assert (
+            run_updates.record_runs_progress(
+                conn, [run_updates.RunProgress(run_id, {"stage": "fetch"}, AT)]
+            )
+            == 1
+        )
+    with engine.connect() as conn:
+        assert _metrics(conn, run_id) == {
+            "kept": 1,
+            "progress": {"stage": "fetch", "at": "2026-03-01T12:00:00+00:00"},
+        }

@@ -23,6 +23,7 @@ needs_promtool = pytest.mark.skipif(
 METRICS = {
     "scout_beat_last_tick_timestamp_seconds",
     "scout_schedules_overdue",
+    "scout_schedules_cannot_fire",
     "scout_outbox_oldest_age_seconds",
     "scout_runs_finished_total",
     "scout_runs_stale_total",
@@ -31,6 +32,7 @@ ALERTS = {
     "ScoutBeatSilent",
     "ScoutBeatMetricsAbsent",
     "ScoutSchedulesOverdue",
+    "ScoutSchedulesCannotFire",
     "ScoutOutboxStuck",
     "ScoutRunsFailing",
     "ScoutRunsStale",

@@ -50,6 +50,34 @@ def test_describe_never_raises(expr: str) -> None:
     assert isinstance(describe(expr), str)
 
 
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        # 0 and 7 are both Sunday: a day-of-week field reaching 7 is read that way,
+        # never as "Sunday through Sunday" for a job that fires every day.
+        ("0 0 * * 0-7", "At 00:00, Sunday through Saturday"),
+        ("0 0 * * 1-7", "At 00:00, Sunday through Saturday"),
+        ("0 0 * * 0,7", "At 00:00, only on Sunday"),
+        ("0 0 * * 7-7", "At 00:00, only on Sunday"),
+        ("0 0 * * 5-7/2", "At 00:00, only on Sunday and Friday"),
+        # Still OR-ed with the day of the month (neither starts with "*").
+        ("0 0 1 * 6-7", "At 00:00, on day 1 of the month, or on Sunday and Saturday"),
+        # A range that sets one value is that value.
+        ("0 0 * * 1-2/2", "At 00:00, only on Monday"),
+        ("0 0 * * 3-3", "At 00:00, only on Wednesday"),
+        ("5-5 * * * *", "At 5 minutes past the hour"),
+        ("0 4-5/2 * * *", "At 04:00"),
+        ("0 0 * * MON-TUE/2", "At 00:00, only on Monday"),
+        # A step past the field's span sets its start alone: an hourly job.
+        ("*/90 * * * *", "Every hour"),
+        ("0 */25 * * *", "At 00:00"),
+        ("0 0 1 */13 *", "At 00:00, on day 1 of the month, only in January"),
+    ],
+)
+def test_day_seven_is_sunday(expr: str, expected: str) -> None:
+    assert describe(expr) == expected
+
+
 def test_with_description_adds_the_field() -> None:
     row = {"id": 1, "cron_expression": "@daily"}
     assert with_description(row) == {

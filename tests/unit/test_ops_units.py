@@ -85,6 +85,7 @@ def snapshot(**overrides: object) -> health.Snapshot:
         "schedules_enabled": 5,
         "schedules_due": 1,
         "schedules_overdue": 0,
+        "schedules_cannot_fire": 0,
         "outbox_backlog": 0,
         "outbox_oldest_at": None,
         "runs_pending": 0,
@@ -113,6 +114,8 @@ VERDICTS = [
         ["the outbox is stuck: 3 event(s) waiting, the oldest for 301s"],
     ),
     ({"beat": None, "schedules_overdue": 1}, ["no beat", "1 schedule(s) overdue"]),
+    # Enabled but never firing: plain SQL gave them an expression or zone that does not evaluate.
+    ({"schedules_cannot_fire": 2}, ["2 enabled schedule(s) cannot fire"]),
 ]
 
 

@@ -383,3 +383,21 @@ def test_coalesce_across_the_fall_back_night() -> None:
     )
     assert summary(p)["slots"] == ["2024-11-03T06:00:00+00:00"]
     assert summary(p)["next_run_at"] == "2024-11-03T07:00:00+00:00"
+
+
+def test_catch_up_with_a_huge_grace_walks_only_the_recent_slots() -> None:
+    """Plain SQL may set any grace (the CHECK is only >= 0) and any next_run_at: an
+    every-minute schedule last due in year 1 with a 68-year grace must not walk 35
+    million slots (minutes of CPU, its fire batch held) to keep the last 100."""
+    import time
+
+    started = time.monotonic()
+    p = plan(
+        due("* * * * *", "0001-01-02T00:00:00+00:00", policy="catch_up", grace=2**31 - 1),
+        at("2026-12-01T08:00:30+00:00"),
+    )
+    assert time.monotonic() - started < 2
+    assert len(p.slots) == MAX_CATCH_UP
+    assert p.slots[0].isoformat() == "2026-12-01T06:21:00+00:00"
+    assert p.slots[-1].isoformat() == "2026-12-01T08:00:00+00:00"
+    assert p.next_run_at.isoformat() == "2026-12-01T08:01:00+00:00"
