@@ -63,6 +63,32 @@ EARLY_LEAD = 0.2
 # tasks were lost, or a worker that does not know the mark fired too soon and
 # found nothing), it is sent again, at once.
 EARLY_CHECK = 0.5
+# A leader that goes silent (frozen: SIGSTOP, a paused VM; or cut off without a
+# reset) keeps its session, and with it the leader lock, for as long as the
+# server sees the connection open: for ever when frozen (its kernel still answers
+# keepalives), the OS's 2 h when cut off. Nothing would fire meanwhile. The
+# server ends a session idle for a tick period plus this margin instead, and a
+# standby takes over. A beat queries at least once a tick period (a standby
+# every STANDBY_POLL); the margin covers sends that wait on an unreachable broker.
+IDLE_SESSION_MARGIN = 30.0
+
+
+# A leader whose every send has failed for this many tick periods (it reaches the
+# database but not the broker: its route, its node of a cluster) lets the lock go
+# and leaves it for STEP_DOWN_REST, so a standby that can send takes over. When
+# the broker is away for every beat, they take turns at failing: nothing is lost.
+STEP_DOWN_TICKS = 2
+STEP_DOWN_REST = 2 * STANDBY_POLL + 1
+
+
+def step_down_after(tick_seconds: float) -> float:
+    """How long a leader's sends may all fail before it lets the lock go (seconds)."""
+    return STEP_DOWN_TICKS * tick_seconds
+
+
+def idle_session_timeout(tick_seconds: float) -> float:
+    """How long the server lets a beat's session sit idle before ending it (seconds)."""
+    return tick_seconds + IDLE_SESSION_MARGIN
 
 
 def psycopg2_dsn(url: str) -> str:
@@ -73,7 +99,7 @@ def psycopg2_dsn(url: str) -> str:
 class _Listener:
     """The beat's own database session: LISTENs and holds the leader lock."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, idle_timeout: float) -> None:
         self.conn = psycopg2.connect(
             dsn,
             connect_timeout=5,
@@ -87,12 +113,20 @@ class _Listener:
         self._prepared = False
         with self.conn.cursor() as cur:
             cur.execute("SET TIME ZONE 'UTC'")
+            cur.execute(
+                "SELECT set_config('idle_session_timeout', %s, false)",
+                (str(round(idle_timeout * 1000)),),
+            )
             cur.execute(f"LISTEN {CHANNEL}")
 
     def try_lead(self) -> bool:
         with self.conn.cursor() as cur:
             cur.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,))
             return bool(cur.fetchone()[0])
+
+    def step_down(self) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(%s)", (LEADER_LOCK,))
 
     def horizon(self) -> horizon.Horizon:
         with self.conn.cursor() as cur:
@@ -144,6 +178,10 @@ class ScoutScheduler(Scheduler):
         # _last_fire was sent ahead of its slot (EARLY_LEAD); _last_fire_sent is the slot.
         self._early = False
         self._notified = False
+        # Since when every send has failed (None: the last one went out), and until
+        # when a leader that stepped down for it leaves the lock to the others.
+        self._failing_since: float | None = None
+        self._rest_until = 0.0
         self._name = f"{socket.gethostname()}:{os.getpid()}"
         super().__init__(*args, **kwargs)
 
@@ -207,9 +245,15 @@ class ScoutScheduler(Scheduler):
 
     def _pass(self) -> None:
         if self._listener is None:
-            self._listener = _Listener(psycopg2_dsn(self._settings.database_url_value()))
+            self._listener = _Listener(
+                psycopg2_dsn(self._settings.database_url_value()),
+                idle_session_timeout(self._settings.tick_seconds),
+            )
         listener = self._listener
         if not self._leader:
+            if time.monotonic() < self._rest_until:
+                listener.wait(STANDBY_POLL)
+                return
             self._leader = listener.try_lead()
             if not self._leader:
                 listener.wait(STANDBY_POLL)
@@ -217,9 +261,22 @@ class ScoutScheduler(Scheduler):
             log.info("this beat is now the leader", extra={"action": "beat.leader"})
             self._next_tick = 0.0
             self._last_fire = None
+            self._failing_since = None
         tick_seconds = self._settings.tick_seconds
         horizon = listener.horizon()
         mono = time.monotonic()
+        if self._failing_since is not None and (
+            mono - self._failing_since >= step_down_after(tick_seconds)
+        ):
+            listener.step_down()
+            self._leader = False
+            self._rest_until = mono + STEP_DOWN_REST
+            log.warning(
+                "no send has reached the broker for %.0fs: leadership left to another beat",
+                mono - self._failing_since,
+                extra={"action": "beat.step_down"},
+            )
+            return
         if mono >= self._next_tick:
             if self._send(TICK, horizon.now):
                 listener.record_tick(self._name, tick_seconds)
@@ -309,6 +366,8 @@ class ScoutScheduler(Scheduler):
                     headers=headers,
                 )
         except Exception as exc:  # noqa: BLE001 - any broker failure: log, carry on
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
             log.warning(
                 "could not send %s: %s",
                 task,
@@ -316,6 +375,7 @@ class ScoutScheduler(Scheduler):
                 extra={"action": "beat.send_failed", "task": task, "slot": slot.isoformat()},
             )
             return False
+        self._failing_since = None
         log.debug(
             "sent %s", task, extra={"action": "beat.sent", "task": task, "slot": slot.isoformat()}
         )

@@ -49,12 +49,27 @@ KEEPALIVES = {
     "keepalives_count": 3,
 }
 
+# Client keepalives end the client's wait, not the server's session: a client frozen
+# mid-transaction (SIGSTOP, a paused VM) or cut off without a reset keeps its row locks
+# (a fire batch's claimed schedules, an outbox batch) for as long as the server sees the
+# connection open, for ever or the OS's 2 h. The server ends a transaction idle this
+# long instead. Well above any wait of ours inside one: an outbox batch waits for the
+# broker's confirms (15 s at most) while the next fire batch is written.
+IDLE_IN_TRANSACTION_TIMEOUT = 60.0
+
 _lock = threading.Lock()
 _engines: dict[tuple[int, str], Engine] = {}
 
 
-def make_engine(url: str) -> Engine:
-    """An engine whose sessions speak UTC, so every timestamp read back is UTC."""
+def make_engine(
+    url: str, *, idle_in_transaction_timeout: float = IDLE_IN_TRANSACTION_TIMEOUT
+) -> Engine:
+    """An engine whose sessions speak UTC, so every timestamp read back is UTC.
+
+    A transaction left idle for ``idle_in_transaction_timeout`` seconds is ended by
+    the server (see :data:`IDLE_IN_TRANSACTION_TIMEOUT`).
+    """
+    idle_ms = str(round(idle_in_transaction_timeout * 1000))
     engine = create_engine(
         url,
         pool_pre_ping=True,
@@ -67,6 +82,9 @@ def make_engine(url: str) -> Engine:
     def _utc(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
         with dbapi_connection.cursor() as cur:
             cur.execute("SET TIME ZONE 'UTC'")
+            cur.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, false)", (idle_ms,)
+            )
         dbapi_connection.commit()
 
     return engine

@@ -154,6 +154,9 @@ class LifecycleConsumer(ReconnectingConsumer, HoldingConsumer):
 
     def _consume_session(self) -> None:
         """One connection: ConsumerMixin.consume, waiting no longer than until a batch is due."""
+        self._await_database()
+        if self.should_stop:
+            return
         with self.consumer_context() as (conn, _channel, _consumers):
             while not self.should_stop:
                 self.on_iteration()

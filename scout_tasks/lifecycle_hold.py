@@ -21,6 +21,7 @@ whom to blame.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,8 +61,10 @@ class HoldingConsumer:
     first_delay: float
     max_delay: float
     db_failures: int
+    should_stop: bool
     _held: list[Held]
     _next_try: float
+    _wake: threading.Event
 
     def _record(self, items: list[Held]) -> None:
         raise NotImplementedError
@@ -83,6 +86,23 @@ class HoldingConsumer:
         self._held.extend(items)
         self._held.sort(key=lambda h: h.message.delivery_tag)
         self._next_try = time.monotonic() + self._backoff(self.db_failures)
+
+    def _await_database(self) -> None:
+        """Before consuming again after a lost connection: wait while the database is away.
+
+        The broker took back what was held, and a quorum queue counts each such
+        return as a delivery. Consuming again at once, only to hold it all again,
+        made every reconnect during one outage spend a delivery of every held
+        message: six (a flapping network) dead-lettered good events. Waiting for
+        the database first spends at most one per outage; meanwhile the messages
+        are ready in the queue for any worker whose database answers.
+        """
+        if not self._held:
+            return
+        failures = 0
+        while not self.should_stop and not database_answers(self.engine()):
+            failures += 1
+            self._wake.wait(self._backoff(failures))
 
     def _retry_held(self) -> None:
         """Once the delay is over: the held batch again, with what arrived meanwhile."""

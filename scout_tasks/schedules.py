@@ -211,7 +211,9 @@ _ADVANCE = text(
     SET next_run_at = u.next_run_at,
         last_run_id = COALESCE(u.run_id, s.last_run_id),
         last_run_at = CASE WHEN u.run_id IS NULL THEN s.last_run_at ELSE now() END,
-        skipped_slots = s.skipped_slots + u.skipped,
+        -- Saturates: a count set by hand near the end of bigint must not overflow
+        -- and fail the whole batch's transaction, again on every claim.
+        skipped_slots = LEAST(s.skipped_slots, 9223372036854775807 - u.skipped) + u.skipped,
         updated_at = now(),
         last_error = CASE WHEN u.next_run_at IS DISTINCT FROM s.next_run_at
                           THEN NULL ELSE s.last_error END

@@ -77,6 +77,8 @@ def the_beat(monkeypatch: pytest.MonkeyPatch) -> _Beat:
         _last_fire_sent=0.0,
         _early=False,
         _notified=False,
+        _failing_since=None,
+        _rest_until=0.0,
         _name="test",
         _send=send,
     )
