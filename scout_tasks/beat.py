@@ -113,10 +113,11 @@ class _Listener:
         self._prepared = False
         with self.conn.cursor() as cur:
             cur.execute("SET TIME ZONE 'UTC'")
-            cur.execute(
-                "SELECT set_config('idle_session_timeout', %s, false)",
-                (str(round(idle_timeout * 1000)),),
-            )
+            if self.conn.server_version >= 140000:  # the setting is new in PostgreSQL 14
+                cur.execute(
+                    "SELECT set_config('idle_session_timeout', %s, false)",
+                    (str(round(idle_timeout * 1000)),),
+                )
             cur.execute(f"LISTEN {CHANNEL}")
 
     def try_lead(self) -> bool:
