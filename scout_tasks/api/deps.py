@@ -137,7 +137,19 @@ def actor(
     ] = None,
 ) -> str:
     """The ``X-Scout-Actor`` header; the service layer validates it (field ``actor``)."""
-    return x_scout_actor if x_scout_actor is not None and x_scout_actor.strip() else DEFAULT_ACTOR
+    if x_scout_actor is None or not x_scout_actor.strip():
+        return DEFAULT_ACTOR
+    return _utf8(x_scout_actor)
+
+
+def _utf8(header: str) -> str:
+    # HTTP hands header bytes over as latin-1; clients send a name like "José" as
+    # UTF-8, which would be recorded as "JosÃ©". Bytes that are not UTF-8 stay as
+    # the latin-1 text they were.
+    try:
+        return header.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return header
 
 
 Actor = Annotated[str, Depends(actor)]

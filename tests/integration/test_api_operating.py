@@ -139,6 +139,28 @@ def test_run_now_of_an_unknown_schedule_is_404(client: TestClient, engine: Engin
     assert counts(engine) == before
 
 
+def test_an_actor_sent_as_utf8_is_recorded_as_written(client: TestClient) -> None:
+    made = create(client)
+    # What a client puts on the wire for "José Ñúñez": UTF-8 bytes (httpx sends a
+    # header's bytes as given).
+    name = "José Ñúñez"
+    paused = client.post(
+        f"{SCHEDULES}/{made['id']}/pause",
+        json={"reason": "r"},
+        headers={"X-Scout-Actor": name.encode()},  # type: ignore[dict-item]
+    )
+    assert paused.status_code == 200, paused.text
+    assert paused.json()["paused_by"] == name
+    changes = client.get(f"{SCHEDULES}/{made['id']}/changes").json()["items"]
+    assert changes[0]["actor"] == name
+    # Latin-1 bytes that are not UTF-8 are kept as the latin-1 text they are.
+    client.post(
+        f"{SCHEDULES}/{made['id']}/resume",
+        headers={"X-Scout-Actor": "Jos\xe9".encode("latin-1")},  # type: ignore[dict-item]
+    )
+    assert client.get(f"{SCHEDULES}/{made['id']}/changes").json()["items"][0]["actor"] == "José"
+
+
 # --- pause, resume -----------------------------------------------------------------------
 
 
