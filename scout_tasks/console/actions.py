@@ -164,7 +164,22 @@ async def backfill(request: Request, schedule_id: str) -> Any:
             return f"Preview: {len(new)} slot(s) would get a run: {_slots(new, zone)}{had}"
         return f"Backfilled {len(new)} slot(s){had}"
 
-    return await _act(request, f"/ui/schedules/{schedule_id}", action)
+    return await _act(request, _backfill_back(schedule_id, await request.form()), action)
+
+
+def _backfill_back(schedule_id: str, form: Any) -> str:
+    """The schedule's page with the range just posted, so a preview can be run for real.
+
+    Without it the form comes back empty and the operator types both instants
+    again after every preview or refusal.
+    """
+    fields = {
+        name: value.strip()[:64]
+        for name in ("from", "to")
+        if isinstance(value := form.get(name), str) and value.strip()
+    }
+    path = f"/ui/schedules/{schedule_id}"
+    return f"{path}?{urlencode(fields)}" if fields else path
 
 
 @router.post("/runs/{run_id}/cancel")
