@@ -150,6 +150,63 @@ def plain(value: Any) -> str:
     return str(value)
 
 
+def _number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return f"{value:g}" if isinstance(value, float) else f"{value:,}"
+
+
+def progress(metrics: Any, *, short: bool = False) -> str:
+    """The agent's latest ``scout.progress`` as a line: ``62 % · validate · validated 310 of 500``.
+
+    ``metrics`` is whatever the run row holds (plain SQL may write anything);
+    ``""`` when it holds no usable progress. ``short`` leaves out the message.
+    """
+    latest = metrics.get("progress") if isinstance(metrics, dict) else None
+    if not isinstance(latest, dict):
+        return ""
+    percent = _number(latest.get("progress"))
+    parts = [f"{percent} %" if percent is not None else ""]
+    for key in ("stage",) if short else ("stage", "message"):
+        value = latest.get(key)
+        if isinstance(value, str) and value.strip():
+            parts.append(value.strip())
+    return " · ".join(p for p in parts if p)
+
+
+def progress_at(metrics: Any) -> datetime | None:
+    """When the latest progress was recorded (``metrics.progress.at``), if that is an instant."""
+    latest = metrics.get("progress") if isinstance(metrics, dict) else None
+    at = latest.get("at") if isinstance(latest, dict) else None
+    try:
+        moment = datetime.fromisoformat(at) if isinstance(at, str) else None
+    except ValueError:
+        return None
+    return moment if moment is None or moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+# The counters a scout.completed reports, in the order an agent works through them.
+COUNTERS = (
+    ("total_fetched", "fetched"),
+    ("validated", "validated"),
+    ("validation_failed", "failed validation"),
+    ("duplicates_removed", "duplicates removed"),
+    ("submitted", "submitted"),
+)
+
+
+def counters(metrics: Any) -> str:
+    """A completed run's counters: ``120 fetched · 90 validated · ... · 86 submitted``."""
+    if not isinstance(metrics, dict):
+        return ""
+    shown = []
+    for key, label in COUNTERS:
+        value = _number(metrics.get(key))
+        if value is not None:
+            shown.append(f"{value} {label}")
+    return " · ".join(shown)
+
+
 FILTERS = {
     "plain": plain,
     "breakable": breakable,
@@ -161,4 +218,10 @@ FILTERS = {
     "short_id": short_id,
     "count": count,
 }
-GLOBALS = {"duration": duration, "schedule_state": schedule_state}
+GLOBALS = {
+    "duration": duration,
+    "schedule_state": schedule_state,
+    "progress": progress,
+    "progress_at": progress_at,
+    "counters": counters,
+}

@@ -6,13 +6,16 @@ comes back, long text stays bounded, what a running run is doing is shown.
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 import warnings
 
 from sqlalchemy import Engine
 from starlette.exceptions import StarletteDeprecationWarning
 
-from tests.integration.test_console import add, banner, csrf_of
+from tests.integration.helpers import execute
+from tests.integration.test_console import add, banner, csrf_of, text_of
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -58,3 +61,52 @@ def test_a_backfill_preview_keeps_its_range_so_it_can_be_run_for_real(
     odd = client.get(f"/ui/schedules/{made['id']}?from=%22%3E%3Cscript%3E&to=2026-11-20T03:00:30")
     assert field_value(odd.text, "from") == ""
     assert field_value(odd.text, "to") == "2026-11-20T03:00:30"
+
+
+def test_a_running_runs_progress_and_a_completed_runs_counters_are_shown_not_only_as_json(
+    client: TestClient, engine: Engine
+) -> None:
+    made = add(engine)
+    running, done, odd = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    progress = {
+        "stage": "validate",
+        "progress": 62,
+        "message": "validated 310 of 500 strategies",
+        "at": "2026-12-01T06:47:04.798212+00:00",
+    }
+    counters = {
+        "total_fetched": 120,
+        "validated": 90,
+        "validation_failed": 30,
+        "duplicates_removed": 4,
+        "submitted": 86,
+    }
+    for run_id, status, metrics in (
+        (running, "running", {"progress": progress}),
+        (done, "completed", counters),
+        # Plain SQL may write anything into metrics; the page must still answer.
+        (odd, "running", {"progress": {"progress": "lots", "stage": 7, "at": "soon"}}),
+    ):
+        execute(
+            engine,
+            "INSERT INTO scout_runs (id, trigger_type, source, max_strategies, status, metrics,"
+            " schedule_id, started_at) VALUES (:id, 'manual', 'stratninja', 10, :status,"
+            " CAST(:metrics AS jsonb), :schedule, now())",
+            id=run_id,
+            status=status,
+            metrics=json.dumps(metrics),
+            schedule=made["id"],
+        )
+    page = text_of(client.get(f"/ui/runs/{running}").text)
+    assert "Progress 62 % · validate · validated 310 of 500 strategies" in page
+    listed = client.get(f"/ui/schedules/{made['id']}").text
+    assert "62 % · validate</div>" in listed
+    assert "62 % · validate</div>" in client.get("/ui/runs").text
+    finished = text_of(client.get(f"/ui/runs/{done}").text)
+    assert (
+        "Counters 120 fetched · 90 validated · 30 failed validation · 4 duplicates removed"
+        " · 86 submitted" in finished
+    )
+    strange = client.get(f"/ui/runs/{odd}")
+    assert strange.status_code == 200
+    assert "Progress" not in text_of(strange.text).split("Payload")[0]

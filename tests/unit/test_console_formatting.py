@@ -14,9 +14,12 @@ import pytest
 from scout_tasks.console.formatting import (
     clock,
     count,
+    counters,
     duration,
     in_zone,
     plain,
+    progress,
+    progress_at,
     relative,
     schedule_state,
     short_id,
@@ -130,3 +133,18 @@ def test_ids_states_counts_and_history_values() -> None:
         "3",
         "x",
     ]
+
+
+def test_progress_and_counters_read_whatever_metrics_hold() -> None:
+    latest = {"stage": "fetch", "progress": 40.5, "message": " page 3 ", "at": "2026-11-30T11:59Z"}
+    assert progress({"progress": latest}) == "40.5 % · fetch · page 3"
+    assert progress({"progress": latest}, short=True) == "40.5 % · fetch"
+    assert progress_at({"progress": latest}) == NOW - timedelta(minutes=1)
+    # Rows written with plain SQL: nothing usable is nothing shown, never an error.
+    for odd in (None, [], "x", {"progress": 3}, {"progress": {"progress": True, "at": "soon"}}):
+        assert progress(odd) == ""
+        assert progress_at(odd) is None
+    assert counters({"total_fetched": 1200, "submitted": 86, "validated": "many"}) == (
+        "1,200 fetched · 86 submitted"
+    )
+    assert counters(None) == counters({"progress": latest}) == ""
