@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from scout_tasks import service
 from tests.cdp import Browser
 from tests.e2e.test_console_browser import (  # noqa: F401 (fixtures)
+    TOKEN,
     StartApi,
     browser,
     pytestmark,
@@ -127,3 +128,34 @@ def test_tables_fit_1280_px_and_times_never_break_inside(
     )
     assert split == []
     assert browser.js("document.documentElement.scrollWidth") <= 390
+
+
+BAR = (
+    "(b => [b.scrollWidth <= b.clientWidth, [...b.querySelectorAll('a, button')]"
+    ".filter(e => (r => r.height > 40 || r.right > innerWidth)(e.getBoundingClientRect()))"
+    ".map(e => e.innerText)])(document.querySelector('.bar'))"
+)
+
+
+def test_the_top_bar_is_one_line_on_a_phone_signed_in_or_not(
+    start_api: StartApi,  # noqa: F811
+    browser: Browser,  # noqa: F811
+) -> None:
+    base = start_api(SCOUT_API_TOKEN=TOKEN)
+    browser.viewport(390, 844, mobile=True)
+    browser.goto(f"{base}/ui/runs")
+    # Every link whole and on the screen: no "Sign / in", no Sign in behind a scroll.
+    assert browser.js(BAR) == [True, []]
+    browser.goto(f"{base}/ui/login?next=/ui/runs")
+    browser.type("#token", TOKEN)
+    browser.type("#name", "Dana Scully-Mulder of Operations")
+    browser.click("form.stack button[type=submit]")
+    assert browser.text(".banner") == "Signed in"
+    assert browser.js(BAR) == [True, []]
+    # On a wide screen the name is there, cut if long, whole on hover.
+    browser.viewport(1280, 800)
+    browser.goto(f"{base}/ui/runs")
+    assert browser.js("document.querySelector('.bar .who').title") == (
+        "Dana Scully-Mulder of Operations"
+    )
+    assert browser.js(BAR) == [True, []]
