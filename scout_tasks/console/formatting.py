@@ -207,6 +207,21 @@ def counters(metrics: Any) -> str:
     return " · ".join(shown)
 
 
+def instant(field: str, value: Any) -> datetime | None:
+    """A history value of a ``*_at`` field as the instant it names, else None.
+
+    The history stores timestamps as JSON text (``2026-12-01T07:46:21.792901+00:00``);
+    the page shows them as every other time on it, in the schedule's zone.
+    """
+    if not field.endswith("_at") or not isinstance(value, str) or "T" not in value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 FILTERS = {
     "plain": plain,
     "breakable": breakable,
@@ -224,4 +239,5 @@ GLOBALS = {
     "progress": progress,
     "progress_at": progress_at,
     "counters": counters,
+    "instant": instant,
 }

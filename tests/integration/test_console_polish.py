@@ -10,11 +10,14 @@ import json
 import re
 import uuid
 import warnings
+from datetime import UTC
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 from starlette.exceptions import StarletteDeprecationWarning
 
-from tests.integration.helpers import execute
+from scout_tasks import service
+from tests.integration.helpers import execute, row
 from tests.integration.test_console import add, banner, csrf_of, text_of
 
 with warnings.catch_warnings():
@@ -110,3 +113,23 @@ def test_a_running_runs_progress_and_a_completed_runs_counters_are_shown_not_onl
     strange = client.get(f"/ui/runs/{odd}")
     assert strange.status_code == 200
     assert "Progress" not in text_of(strange.text).split("Payload")[0]
+
+
+def test_timestamps_in_the_history_read_like_the_pages_other_times(
+    client: TestClient, engine: Engine
+) -> None:
+    made = add(engine, timezone="America/New_York")
+    service.pause(engine, made["id"], reason="deploy window", actor="carol")
+    paused_at = row(engine, "SELECT paused_at FROM scout_schedules WHERE id = :id", id=made["id"])[
+        "paused_at"
+    ]
+    page = client.get(f"/ui/schedules/{made['id']}").text
+    history = page.split('id="hist-h"')[1]
+    # Not the stored text (2026-12-01T07:46:21.792901+00:00) but the wall time in the
+    # schedule's zone, with the UTC instant on hover.
+    assert paused_at.isoformat() not in history
+    assert f'title="{paused_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"' in history
+    local = paused_at.astimezone(ZoneInfo("America/New_York"))
+    assert f"{local:%H:%M} E" in text_of(history)  # EST or EDT
+    # Other values stay as stored.
+    assert "deploy window" in text_of(history)

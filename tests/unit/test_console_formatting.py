@@ -17,6 +17,7 @@ from scout_tasks.console.formatting import (
     counters,
     duration,
     in_zone,
+    instant,
     plain,
     progress,
     progress_at,
@@ -148,3 +149,12 @@ def test_progress_and_counters_read_whatever_metrics_hold() -> None:
         "1,200 fetched · 86 submitted"
     )
     assert counters(None) == counters({"progress": latest}) == ""
+
+
+def test_instant_reads_only_timestamps_of_at_fields() -> None:
+    assert instant("paused_at", "2026-11-30T12:00:00.5+00:00") == NOW + timedelta(seconds=0.5)
+    assert instant("paused_at", "2026-11-30T12:00:00") == NOW  # no offset: UTC
+    assert instant("paused_at", None) is None
+    assert instant("paused_at", "2026-11-30") is None  # a date is not an instant
+    assert instant("paused_at", "soon") is None
+    assert instant("paused_reason", "2026-11-30T12:00:00+00:00") is None
