@@ -39,7 +39,7 @@ def test_a_backfill_preview_keeps_its_range_so_it_can_be_run_for_real(
     assert field_value(page, "from") == "" and field_value(page, "to") == ""
     form = {"csrf": csrf_of(page), "from": "2026-11-20T00:00", "to": "2026-11-20T03:00"}
     preview = client.post(f"/ui/schedules/{made['id']}/backfill", data={**form, "dry_run": "1"})
-    assert banner(preview.text).startswith("Preview: 3 slot(s) would get a run")
+    assert banner(preview.text).startswith("Preview: 3 slot(s) would get a run: Fri 20 Nov")
     # The range is still in the form: one click on Backfill does what the preview showed.
     assert field_value(preview.text, "from") == "2026-11-20T00:00"
     assert field_value(preview.text, "to") == "2026-11-20T03:00"
@@ -133,3 +133,15 @@ def test_timestamps_in_the_history_read_like_the_pages_other_times(
     assert f"{local:%H:%M} E" in text_of(history)  # EST or EDT
     # Other values stay as stored.
     assert "deploy window" in text_of(history)
+
+
+def test_a_long_backfill_preview_names_its_last_slot(client: TestClient, engine: Engine) -> None:
+    made = add(engine, cron_expression="0 * * * *", timezone="Europe/Berlin")
+    page = client.get(f"/ui/schedules/{made['id']}").text
+    form = {"csrf": csrf_of(page), "from": "2026-11-20T00:00", "to": "2026-11-20T08:00"}
+    preview = client.post(f"/ui/schedules/{made['id']}/backfill", data={**form, "dry_run": "1"})
+    said = banner(preview.text)
+    assert said.startswith("Preview: 8 slot(s) would get a run: Fri 20 Nov"), said
+    assert said.endswith(" 04:00 CET and 3 more, the last Fri 20 Nov 2026 07:00 CET") or (
+        said.endswith(" 04:00 CET and 3 more, the last Fri 20 Nov 07:00 CET")
+    ), said
