@@ -78,11 +78,17 @@ def in_zone(moment: datetime | None, zone: str, now: datetime | None = None) -> 
     return f"{text} {_zone_label(local)}"
 
 
-def clock(moment: datetime | None, zone: str = "UTC") -> str:
-    """The wall-clock time with seconds in ``zone`` (``02:59:06``), for timelines."""
+def clock(moment: datetime | None, zone: str = "UTC", *, labelled: bool = False) -> str:
+    """The wall-clock time with seconds in ``zone`` (``02:59:06``), for timelines.
+
+    ``labelled`` adds the zone (``02:59:06 EST``): a timeline beside pages in
+    other zones (the run's own page is in UTC) must say which clock it reads.
+    """
     if moment is None:
         return ""
-    return _local(moment, zone).strftime("%H:%M:%S")
+    local = _local(moment, zone)
+    text = local.strftime("%H:%M:%S")
+    return f"{text} {_zone_label(local)}" if labelled else text
 
 
 def _local(moment: datetime, zone: str) -> datetime:

@@ -145,3 +145,19 @@ def test_a_long_backfill_preview_names_its_last_slot(client: TestClient, engine:
     assert said.endswith(" 04:00 CET and 3 more, the last Fri 20 Nov 2026 07:00 CET") or (
         said.endswith(" 04:00 CET and 3 more, the last Fri 20 Nov 07:00 CET")
     ), said
+
+
+def test_a_runs_timeline_on_the_schedules_page_names_its_zone(
+    client: TestClient, engine: Engine
+) -> None:
+    """The run's own page shows its timeline in UTC; the schedule's page in the schedule's zone."""
+    made = add(engine, timezone="America/New_York")
+    execute(
+        engine,
+        "INSERT INTO scout_runs (trigger_type, source, max_strategies, status, schedule_id,"
+        " created_at) VALUES ('manual', 'stratninja', 10, 'pending', :id,"
+        " '2026-12-01T06:44:22+00:00')",
+        id=made["id"],
+    )
+    page = text_of(client.get(f"/ui/schedules/{made['id']}").text)
+    assert "created 01:44:22 EST" in page

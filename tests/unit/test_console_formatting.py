@@ -94,6 +94,9 @@ def test_utc_forms_for_hover_and_machine() -> None:
     assert utc_title(berlin) == "2026-12-01 08:00:00 UTC"
     assert utc_iso(None) == utc_title(None) == ""
     assert clock(berlin, "Asia/Tokyo") == "17:00:00"
+    # A timeline says which clock it reads, as the other times on its page do.
+    assert clock(berlin, "America/New_York", labelled=True) == "03:00:00 EST"
+    assert clock(berlin, "Asia/Kathmandu", labelled=True) == "13:45:00 UTC+05:45"
 
 
 @pytest.mark.parametrize(
