@@ -159,3 +159,19 @@ def test_the_top_bar_is_one_line_on_a_phone_signed_in_or_not(
         "Dana Scully-Mulder of Operations"
     )
     assert browser.js(BAR) == [True, []]
+
+
+def test_a_long_unbroken_name_and_description_wrap_on_the_schedules_page(
+    start_api: StartApi,  # noqa: F811
+    browser: Browser,  # noqa: F811
+    engine: Engine,
+) -> None:
+    made = schedule(engine, "nightly_" + "x" * 247, description="d" * 400, source="s" * 50)
+    service.update_schedule(engine, made["id"], {"description": "e" * 400}, actor="tester")
+    base = start_api()
+    for width, mobile in ((1280, False), (390, True)):
+        browser.viewport(width, 844, mobile=mobile)
+        browser.goto(f"{base}/ui/schedules/{made['id']}")
+        # The heading, the lead and the history's old -> new all wrap inside the page.
+        assert browser.js("document.documentElement.scrollWidth") <= width, width
+        assert browser.js(NO_SIDEWAYS_SCROLL) == [], width
