@@ -161,3 +161,22 @@ def test_a_runs_timeline_on_the_schedules_page_names_its_zone(
     )
     page = text_of(client.get(f"/ui/schedules/{made['id']}").text)
     assert "created 01:44:22 EST" in page
+
+
+def test_the_schedule_says_when_and_by_whom_it_was_last_changed_not_last_fired(
+    client: TestClient, engine: Engine
+) -> None:
+    made = add(engine)
+    service.update_schedule(engine, made["id"], {"max_strategies": 20}, actor="alice")
+    # Firing (and Run now) stamp updated_at; that is bookkeeping, not a change.
+    execute(
+        engine,
+        "UPDATE scout_schedules SET updated_at = now() + interval '1 hour' WHERE id = :id",
+        id=made["id"],
+    )
+    service.run_now(engine, made["id"], actor="bob")
+    for query in ("", "?history=2"):
+        page = text_of(client.get(f"/ui/schedules/{made['id']}{query}").text)
+        facts = page.split("Changed", 1)[1].split("Next", 1)[0]
+        assert "by alice (update)" in facts, facts
+        assert "in 59 min" not in facts and "in 1 h" not in facts
