@@ -87,7 +87,9 @@ def test_tables_fit_1280_px_and_times_never_break_inside(
         "UPDATE scout_schedules SET next_run_at = now() - interval '25 minutes' WHERE id = :id",
         id=late["id"],
     )
-    paused = schedule(engine, "Paused", timezone="Asia/Kathmandu")
+    paused = schedule(
+        engine, "Paused", cron_expression="*/30 0-6 1,15 JAN-MAR MON-FRI", timezone="Asia/Kathmandu"
+    )
     service.pause(
         engine, paused["id"], reason="vendor outage, waiting for them " * 15, actor="dana"
     )
@@ -99,6 +101,15 @@ def test_tables_fit_1280_px_and_times_never_break_inside(
     browser.goto(f"{base}/ui")
     assert browser.js(NO_SIDEWAYS_SCROLL) == []
     # The last column (Max) is on the screen, not behind a scroll.
+    # And the next run's first line ("in 4 d Sun 6 Dec 04:05 UTC+13:45") stays one line,
+    # unless it is marked overdue.
+    wrapped = browser.js(
+        "[...document.querySelectorAll('td.next li:first-child')]"
+        ".filter(li => !li.querySelector('.late'))"
+        ".filter(li => li.offsetHeight > 1.5 * parseFloat(getComputedStyle(li).lineHeight))"
+        ".map(li => li.innerText)"
+    )
+    assert wrapped == []
     right = browser.js(
         "document.querySelector('table.schedules th:last-child').getBoundingClientRect().right"
     )
