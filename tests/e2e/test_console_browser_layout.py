@@ -8,7 +8,10 @@ page instead of pushing a column (Max, Error) behind a sideways scroll.
 
 from __future__ import annotations
 
+import re
+import urllib.request
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -186,3 +189,25 @@ def test_a_long_unbroken_name_and_description_wrap_on_the_schedules_page(
         # The heading, the lead and the history's old -> new all wrap inside the page.
         assert browser.js("document.documentElement.scrollWidth") <= width, width
         assert browser.js(NO_SIDEWAYS_SCROLL) == [], width
+
+
+def test_relative_times_keep_the_servers_clock_when_the_browsers_is_off(
+    start_api: StartApi,  # noqa: F811
+    browser: Browser,  # noqa: F811
+    engine: Engine,
+) -> None:
+    """The page is rendered on the database's clock; the script must not redo it on a
+    laptop clock an hour ahead ("in 4 h" would read "in 3 h")."""
+    hour = (datetime.now(UTC) + timedelta(hours=5)).hour
+    schedule(engine, "Later today", cron_expression=f"30 {hour} * * *", timezone="UTC")
+    base = start_api()
+    with urllib.request.urlopen(f"{base}/ui") as response:
+        served = re.search(r"data-relative>([^<]+)<", response.read().decode())
+    assert served is not None
+    browser.call(
+        "Page.addScriptToEvaluateOnNewDocument",
+        source="(() => { const real = Date.now; Date.now = () => real() + 3600e3; })()",
+    )
+    browser.goto(f"{base}/ui")
+    shown = browser.js("document.querySelector('td.next time[data-relative]').textContent")
+    assert shown.split(" h")[0] == served.group(1).split(" h")[0], (shown, served.group(1))
