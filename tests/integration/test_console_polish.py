@@ -180,3 +180,17 @@ def test_the_schedule_says_when_and_by_whom_it_was_last_changed_not_last_fired(
         facts = page.split("Changed", 1)[1].split("Next", 1)[0]
         assert "by alice (update)" in facts, facts
         assert "in 59 min" not in facts and "in 1 h" not in facts
+
+
+def test_every_runs_filter_names_what_it_filters(client: TestClient) -> None:
+    """A screen reader reads a field's own label: "before" alone says nothing."""
+    page = client.get("/ui/runs").text
+    labels = re.findall(r'<span class="lbl">([^<]+)</span>', page)
+    assert labels == [
+        "Status",
+        "Trigger",
+        "Source",
+        "Schedule id",
+        "Created after (UTC)",
+        "Created before (UTC)",
+    ]
