@@ -165,6 +165,9 @@ class ScheduleDetail:
     changes: list[dict[str, Any]]
     changes_total: int
     now: datetime
+    # The newest change (whatever history page is shown): firing stamps
+    # updated_at too, so only the history says when someone last changed it.
+    last_change: dict[str, Any] | None = None
 
 
 def schedule_detail(
@@ -190,6 +193,7 @@ def schedule_detail(
     changes, changes_total = service.history(
         engine, schedule_id, page=changes_page, page_size=CHANGES_PAGE_SIZE
     )
+    newest = changes if changes_page == 1 else service.history(engine, schedule_id, page_size=1)[0]
     return ScheduleDetail(
         schedule=present(row, now, next_count),
         runs=[RunWithEvents(r, events[r["id"]]) for r in items],
@@ -197,6 +201,7 @@ def schedule_detail(
         changes=changes,
         changes_total=changes_total,
         now=now,
+        last_change=newest[0] if newest else None,
     )
 
 

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -137,8 +137,13 @@ def _local_instant(field: str, value: str, zone: str) -> datetime:
 
 
 def _slots(items: list[datetime], zone: str) -> str:
-    shown = ", ".join(in_zone(s, zone) for s in items[:5])
-    return shown + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+    """The first five slots and, past them, the last: where the range really ends
+    (across a DST change too) is what an operator checks before backfilling."""
+    now = datetime.now(UTC)
+    shown = ", ".join(in_zone(s, zone, now) for s in items[:5])
+    if len(items) > 5:
+        shown += f" and {len(items) - 5} more, the last {in_zone(items[-1], zone, now)}"
+    return shown
 
 
 @router.post("/schedules/{schedule_id}/backfill")
@@ -164,7 +169,22 @@ async def backfill(request: Request, schedule_id: str) -> Any:
             return f"Preview: {len(new)} slot(s) would get a run: {_slots(new, zone)}{had}"
         return f"Backfilled {len(new)} slot(s){had}"
 
-    return await _act(request, f"/ui/schedules/{schedule_id}", action)
+    return await _act(request, _backfill_back(schedule_id, await request.form()), action)
+
+
+def _backfill_back(schedule_id: str, form: Any) -> str:
+    """The schedule's page with the range just posted, so a preview can be run for real.
+
+    Without it the form comes back empty and the operator types both instants
+    again after every preview or refusal.
+    """
+    fields = {
+        name: value.strip()[:64]
+        for name in ("from", "to")
+        if isinstance(value := form.get(name), str) and value.strip()
+    }
+    path = f"/ui/schedules/{schedule_id}"
+    return f"{path}?{urlencode(fields)}" if fields else path
 
 
 @router.post("/runs/{run_id}/cancel")

@@ -78,11 +78,17 @@ def in_zone(moment: datetime | None, zone: str, now: datetime | None = None) -> 
     return f"{text} {_zone_label(local)}"
 
 
-def clock(moment: datetime | None, zone: str = "UTC") -> str:
-    """The wall-clock time with seconds in ``zone`` (``02:59:06``), for timelines."""
+def clock(moment: datetime | None, zone: str = "UTC", *, labelled: bool = False) -> str:
+    """The wall-clock time with seconds in ``zone`` (``02:59:06``), for timelines.
+
+    ``labelled`` adds the zone (``02:59:06 EST``): a timeline beside pages in
+    other zones (the run's own page is in UTC) must say which clock it reads.
+    """
     if moment is None:
         return ""
-    return _local(moment, zone).strftime("%H:%M:%S")
+    local = _local(moment, zone)
+    text = local.strftime("%H:%M:%S")
+    return f"{text} {_zone_label(local)}" if labelled else text
 
 
 def _local(moment: datetime, zone: str) -> datetime:
@@ -150,6 +156,78 @@ def plain(value: Any) -> str:
     return str(value)
 
 
+def _number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return f"{value:g}" if isinstance(value, float) else f"{value:,}"
+
+
+def progress(metrics: Any, *, short: bool = False) -> str:
+    """The agent's latest ``scout.progress`` as a line: ``62 % · validate · validated 310 of 500``.
+
+    ``metrics`` is whatever the run row holds (plain SQL may write anything);
+    ``""`` when it holds no usable progress. ``short`` leaves out the message.
+    """
+    latest = metrics.get("progress") if isinstance(metrics, dict) else None
+    if not isinstance(latest, dict):
+        return ""
+    percent = _number(latest.get("progress"))
+    parts = [f"{percent} %" if percent is not None else ""]
+    for key in ("stage",) if short else ("stage", "message"):
+        value = latest.get(key)
+        if isinstance(value, str) and value.strip():
+            parts.append(value.strip())
+    return " · ".join(p for p in parts if p)
+
+
+def progress_at(metrics: Any) -> datetime | None:
+    """When the latest progress was recorded (``metrics.progress.at``), if that is an instant."""
+    latest = metrics.get("progress") if isinstance(metrics, dict) else None
+    at = latest.get("at") if isinstance(latest, dict) else None
+    try:
+        moment = datetime.fromisoformat(at) if isinstance(at, str) else None
+    except ValueError:
+        return None
+    return moment if moment is None or moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+# The counters a scout.completed reports, in the order an agent works through them.
+COUNTERS = (
+    ("total_fetched", "fetched"),
+    ("validated", "validated"),
+    ("validation_failed", "failed validation"),
+    ("duplicates_removed", "duplicates removed"),
+    ("submitted", "submitted"),
+)
+
+
+def counters(metrics: Any) -> str:
+    """A completed run's counters: ``120 fetched · 90 validated · ... · 86 submitted``."""
+    if not isinstance(metrics, dict):
+        return ""
+    shown = []
+    for key, label in COUNTERS:
+        value = _number(metrics.get(key))
+        if value is not None:
+            shown.append(f"{value} {label}")
+    return " · ".join(shown)
+
+
+def instant(field: str, value: Any) -> datetime | None:
+    """A history value of a ``*_at`` field as the instant it names, else None.
+
+    The history stores timestamps as JSON text (``2026-12-01T07:46:21.792901+00:00``);
+    the page shows them as every other time on it, in the schedule's zone.
+    """
+    if not field.endswith("_at") or not isinstance(value, str) or "T" not in value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 FILTERS = {
     "plain": plain,
     "breakable": breakable,
@@ -161,4 +239,11 @@ FILTERS = {
     "short_id": short_id,
     "count": count,
 }
-GLOBALS = {"duration": duration, "schedule_state": schedule_state}
+GLOBALS = {
+    "duration": duration,
+    "schedule_state": schedule_state,
+    "progress": progress,
+    "progress_at": progress_at,
+    "counters": counters,
+    "instant": instant,
+}

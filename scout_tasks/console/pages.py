@@ -69,6 +69,18 @@ def _when(value: str | None) -> datetime | None:
         return None
 
 
+def _local_field(value: str | None) -> str:
+    """A ``datetime-local`` value (``2026-11-20T00:00``) as the field takes it, or ``""``."""
+    if not value:
+        return ""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return ""
+    # The field holds a wall time without an offset; seconds only when there are some.
+    return parsed.strftime("%Y-%m-%dT%H:%M:%S" if parsed.second else "%Y-%m-%dT%H:%M")
+
+
 def backfill_available() -> bool:
     """The backfill form appears once scout-tasks can backfill (``scout_tasks.backfill``, #13)."""
     return importlib.util.find_spec("scout_tasks.backfill") is not None
@@ -131,6 +143,10 @@ def schedule_page(request: Request, schedule_id: str) -> HTMLResponse:
             "history_page": _page(request, "history"),
             "history_page_size": overview.CHANGES_PAGE_SIZE,
             "backfill": backfill_available(),
+            # The range of the last backfill post, back in its fields (see actions).
+            "backfill_range": {
+                name: _local_field(_text(request, name, 64)) for name in ("from", "to")
+            },
         },
     )
 

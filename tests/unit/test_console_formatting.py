@@ -14,9 +14,13 @@ import pytest
 from scout_tasks.console.formatting import (
     clock,
     count,
+    counters,
     duration,
     in_zone,
+    instant,
     plain,
+    progress,
+    progress_at,
     relative,
     schedule_state,
     short_id,
@@ -90,6 +94,9 @@ def test_utc_forms_for_hover_and_machine() -> None:
     assert utc_title(berlin) == "2026-12-01 08:00:00 UTC"
     assert utc_iso(None) == utc_title(None) == ""
     assert clock(berlin, "Asia/Tokyo") == "17:00:00"
+    # A timeline says which clock it reads, as the other times on its page do.
+    assert clock(berlin, "America/New_York", labelled=True) == "03:00:00 EST"
+    assert clock(berlin, "Asia/Kathmandu", labelled=True) == "13:45:00 UTC+05:45"
 
 
 @pytest.mark.parametrize(
@@ -130,3 +137,27 @@ def test_ids_states_counts_and_history_values() -> None:
         "3",
         "x",
     ]
+
+
+def test_progress_and_counters_read_whatever_metrics_hold() -> None:
+    latest = {"stage": "fetch", "progress": 40.5, "message": " page 3 ", "at": "2026-11-30T11:59Z"}
+    assert progress({"progress": latest}) == "40.5 % · fetch · page 3"
+    assert progress({"progress": latest}, short=True) == "40.5 % · fetch"
+    assert progress_at({"progress": latest}) == NOW - timedelta(minutes=1)
+    # Rows written with plain SQL: nothing usable is nothing shown, never an error.
+    for odd in (None, [], "x", {"progress": 3}, {"progress": {"progress": True, "at": "soon"}}):
+        assert progress(odd) == ""
+        assert progress_at(odd) is None
+    assert counters({"total_fetched": 1200, "submitted": 86, "validated": "many"}) == (
+        "1,200 fetched · 86 submitted"
+    )
+    assert counters(None) == counters({"progress": latest}) == ""
+
+
+def test_instant_reads_only_timestamps_of_at_fields() -> None:
+    assert instant("paused_at", "2026-11-30T12:00:00.5+00:00") == NOW + timedelta(seconds=0.5)
+    assert instant("paused_at", "2026-11-30T12:00:00") == NOW  # no offset: UTC
+    assert instant("paused_at", None) is None
+    assert instant("paused_at", "2026-11-30") is None  # a date is not an instant
+    assert instant("paused_at", "soon") is None
+    assert instant("paused_reason", "2026-11-30T12:00:00+00:00") is None

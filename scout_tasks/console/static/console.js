@@ -23,14 +23,21 @@
     if (Math.abs(delta) < 5) return "just now";
     return delta > 0 ? "in " + span(delta) : span(-delta) + " ago";
   }
+  // The page was rendered on the database's clock ("in 14 min" is what the beat
+  // will do); a laptop clock off by minutes must not rewrite it. Keep the
+  // server's time, advanced by how long the page has been open.
+  var skew = 0;
   function refresh() {
-    var now = Date.now();
+    var now = Date.now() + skew;
     document.querySelectorAll("time[data-relative]").forEach(function (el) {
       var instant = Date.parse(el.getAttribute("datetime"));
       if (!isNaN(instant)) el.textContent = relative(instant, now);
     });
   }
   document.addEventListener("DOMContentLoaded", function () {
+    var main = document.getElementById("main");
+    var served = main ? Date.parse(main.getAttribute("data-now") || "") : NaN;
+    if (!isNaN(served)) skew = served - Date.now();
     refresh();
     setInterval(refresh, 15000);
     if (navigator.clipboard) {
