@@ -104,7 +104,9 @@ def list_runs(
     rows = conn.execute(
         select(*COLUMNS)
         .where(*conditions)
-        .order_by(runs.c.created_at.desc(), runs.c.id)
+        # A backfill creates its runs in one instant: among those, the latest slot
+        # first, as the rest of the list reads (an incremental sort on the index).
+        .order_by(runs.c.created_at.desc(), runs.c.scheduled_for.desc().nulls_last(), runs.c.id)
         .limit(limit)
         .offset(offset)
     )

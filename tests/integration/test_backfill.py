@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine
 from starlette.exceptions import StarletteDeprecationWarning
 
-from scout_tasks import backfill, firing, service
+from scout_tasks import backfill, firing, runs, service
 from scout_tasks.api import create_app
 from scout_tasks.errors import InvalidInput
 from scout_tasks.publisher import ConfirmingPublisher
@@ -77,6 +77,11 @@ def test_backfill_creates_one_run_per_missing_slot_and_nothing_the_second_time(
     assert count(engine, "scout_outbox") == 1
     # The schedule is as it was.
     assert row(engine, "SELECT next_run_at FROM scout_schedules")["next_run_at"] == next_run_at
+
+    # Listed newest first, and the runs one backfill made in one instant by slot.
+    with engine.connect() as conn:
+        listed, _total = runs.list_runs(conn, runs.RunFilter(schedule_id=schedule["id"]))
+    assert [r["scheduled_for"] for r in listed] == [_hours_ago(n) for n in (2, 4, 5, 3)]
 
     again = backfill.backfill(engine, schedule["id"], start, end, publisher=publisher)
     assert again.created == []
