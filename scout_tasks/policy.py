@@ -77,7 +77,7 @@ def _latest_missed(
         window *= 2
 
 
-def plan(due: DueSchedule, now: datetime) -> Plan:
+def plan(due: DueSchedule, now: datetime, *, count_skipped: bool = True) -> Plan:
     """Which slots of a due schedule get a run, and its next slot after ``now``.
 
     The missed slots are ``next_run_at`` (which an operator may have set off the
@@ -93,6 +93,9 @@ def plan(due: DueSchedule, now: datetime) -> Plan:
     slot s is due at s + d, so lateness (the grace) is measured from s + d and
     its own jitter never makes a slot a misfire, and a slot whose s + d has
     not come yet is left for later even when s has passed.
+
+    Counting the skipped slots walks up to 10,000 of them: a preview, which
+    shows only the slots, passes ``count_skipped=False`` (``skipped`` is 0 then).
     """
     expr, zone, first = due.cron_expression, due.timezone, due.next_run_at
     if first is None:
@@ -110,7 +113,7 @@ def plan(due: DueSchedule, now: datetime) -> Plan:
         on_time = due.misfire_policy == "coalesce" or latest >= grace_start
         slots = (latest,) if on_time else ()
     skipped = 0
-    if due.misfire_policy != "coalesce":
+    if due.misfire_policy != "coalesce" and count_skipped:
         total = _count_between(expr, zone, first, now) if several else 1
         skipped = max(0, total - len(slots))
     if slots and due.overlap_policy == "skip" and due.last_run_status in ("pending", "running"):
