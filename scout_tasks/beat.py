@@ -67,13 +67,19 @@ EARLY_CHECK = 0.5
 # reset) keeps its session, and with it the leader lock, for as long as the
 # server sees the connection open: for ever when frozen (its kernel still answers
 # keepalives), the OS's 2 h when cut off. Nothing would fire meanwhile. The
-# server ends a session idle for a tick period plus this margin instead, and a
-# standby takes over. A beat queries at least once a tick period (a standby
-# every STANDBY_POLL); the margin covers sends that wait on an unreachable broker.
+# server ends a session idle for a leader period (below) plus this margin instead,
+# and a standby takes over. A leader queries at least once a leader period (a
+# standby every STANDBY_POLL); the margin covers sends that wait on an unreachable
+# broker.
 IDLE_SESSION_MARGIN = 30.0
+# A leader period: the tick period, but never over this. A leader waits no longer
+# between two queries, and the idle timeout and the step-down are counted in these
+# periods, so a frozen or cut-off leader hands over within a minute or two even
+# with SCOUT_TICK_SECONDS at an hour. A wake-up with nothing to send is one query.
+LEADER_PERIOD_MAX = 30.0
 
 
-# A leader whose every send has failed for this many tick periods (it reaches the
+# A leader whose every send has failed for this many leader periods (it reaches the
 # database but not the broker: its route, its node of a cluster) lets the lock go
 # and leaves it for STEP_DOWN_REST, so a standby that can send takes over. When
 # the broker is away for every beat, they take turns at failing: nothing is lost.
@@ -81,14 +87,19 @@ STEP_DOWN_TICKS = 2
 STEP_DOWN_REST = 2 * STANDBY_POLL + 1
 
 
+def leader_period(tick_seconds: float) -> float:
+    """The longest a leader waits between two queries (seconds)."""
+    return min(tick_seconds, LEADER_PERIOD_MAX)
+
+
 def step_down_after(tick_seconds: float) -> float:
     """How long a leader's sends may all fail before it lets the lock go (seconds)."""
-    return STEP_DOWN_TICKS * tick_seconds
+    return STEP_DOWN_TICKS * leader_period(tick_seconds)
 
 
 def idle_session_timeout(tick_seconds: float) -> float:
     """How long the server lets a beat's session sit idle before ending it (seconds)."""
-    return tick_seconds + IDLE_SESSION_MARGIN
+    return leader_period(tick_seconds) + IDLE_SESSION_MARGIN
 
 
 def psycopg2_dsn(url: str) -> str:
@@ -338,7 +349,7 @@ class ScoutScheduler(Scheduler):
                 resend_in = EARLY_CHECK - since
             elif self._notified:
                 resend_in = RESEND_AFTER_NOTIFY - since
-        wait = max(0.0, self._next_tick - time.monotonic())
+        wait = max(0.0, min(self._next_tick - time.monotonic(), leader_period(tick_seconds)))
         if resend_in is not None:
             wait = min(wait, max(0.0, resend_in))
         if ahead is not None and ahead > EARLY_LEAD and not horizon.bounded:

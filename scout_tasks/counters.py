@@ -102,9 +102,14 @@ _BUMP = text(
     FROM unnest(CAST(:names AS text[]), CAST(:labels AS text[]), CAST(:deltas AS bigint[]))
          AS d(name, label, delta)
     ORDER BY d.name, d.label
-    ON CONFLICT (name, label, shard) DO UPDATE SET value = c.value + EXCLUDED.value
+    ON CONFLICT (name, label, shard)
+        DO UPDATE SET value = LEAST(c.value, :top - EXCLUDED.value) + EXCLUDED.value
     """
 )
+# Counters saturate at bigint's end: a row set there by hand (or a sum of lags
+# that large) must not overflow and fail every transaction that bumps it, the
+# fire batches included (README, "No single row stops firing").
+_TOP = 9223372036854775807
 
 
 def bump(conn: Connection, deltas: Deltas) -> None:
@@ -113,13 +118,14 @@ def bump(conn: Connection, deltas: Deltas) -> None:
     Call it once per transaction, as its last statement (see the module's
     docstring). A zero or negative delta is dropped: counters only go up.
     """
-    items = sorted((key, n) for key, n in deltas.items() if n > 0)
+    items = sorted((key, min(n, _TOP)) for key, n in deltas.items() if n > 0)
     if not items:
         return
     conn.execute(
         _BUMP,
         {
             "shards": SHARDS,
+            "top": _TOP,
             "names": [name for (name, _label), _n in items],
             "labels": [label for (_name, label), _n in items],
             "deltas": [n for _key, n in items],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,13 @@ log = logging.getLogger(__name__)
 
 # Batches with at most this many runs log one line per run at INFO.
 _LOGGED_ONE_BY_ONE = 10
+# A batch is planned inside its claim's transaction, idle meanwhile, and the server
+# ends a transaction idle for db.IDLE_IN_TRANSACTION_TIMEOUT (60 s). Planning a
+# schedule long overdue walks its missed slots (a skip policy counts up to 10,000:
+# 0.1 s each in a zone with DST), so a batch of 500 a year overdue planned for over
+# a minute, was ended, and was claimed again to the same end: none of it ever fired.
+# Past this many seconds the rest of a batch is left due, for the next claim.
+PLAN_BUDGET_SECONDS = 10.0
 
 
 @dataclass(slots=True)
@@ -106,13 +114,13 @@ def fire_due(
     in_flight: outbox.InFlight | None = None
     try:
         while True:
-            queued, claimed = _fire_batch(engine, batch_size, report, on_full)
+            queued, claimed, deferred = _fire_batch(engine, batch_size, report, on_full)
             if in_flight is not None:
                 _settle(engine, publisher, in_flight, report)
                 in_flight = None
             if publisher is not None and queued and not report.publish_failed:
                 in_flight = outbox.send(engine, publisher, queued)
-            if claimed < batch_size:
+            if claimed < batch_size and not deferred:
                 break
         if in_flight is not None:
             _settle(engine, publisher, in_flight, report)
@@ -147,23 +155,35 @@ def _settle(
 
 def _fire_batch(
     engine: Engine, batch_size: int, report: FireReport, on_full: Callable[[], None]
-) -> tuple[outbox.Queued, int]:
-    """Claim one batch, plan it (:func:`~scout_tasks.policy.plan_batch`), write it."""
+) -> tuple[outbox.Queued, int, int]:
+    """Claim one batch, plan it (:func:`~scout_tasks.policy.plan_batch`), write it.
+
+    Returns the events to publish, how many schedules were claimed, and how many
+    of those were left due unplanned (:data:`PLAN_BUDGET_SECONDS`).
+    """
     with engine.begin() as conn:
         claimed = schedules.claim_due(conn, batch_size)
         if not claimed:
-            return {}, 0
+            return {}, 0, 0
         if len(claimed) == batch_size:
             on_full()
         now = db_now(conn)
-        batch = plan_batch(claimed, now)
+        deadline = time.monotonic() + PLAN_BUDGET_SECONDS
+        batch = plan_batch(claimed, now, lambda: time.monotonic() >= deadline)
         inserted, queued = _write_batch(conn, batch, now)
-    report.claimed += len(claimed)
+    report.claimed += len(claimed) - batch.deferred
     report.runs += len(inserted)
     report.skipped += batch.skipped
     report.invalid += len(batch.invalid)
     _log_batch(batch, inserted, len(claimed))
-    return queued, len(claimed)
+    if batch.deferred:
+        log.warning(
+            "planning took over %.0fs: %d claimed schedule(s) left for the next claim",
+            PLAN_BUDGET_SECONDS,
+            batch.deferred,
+            extra={"action": "fire.plan_deferred", "count": batch.deferred},
+        )
+    return queued, len(claimed), batch.deferred
 
 
 def insert_runs(

@@ -8,8 +8,9 @@ database: :mod:`scout_tasks.firing` claims the batch, asks, and writes.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -77,7 +78,7 @@ def _latest_missed(
         window *= 2
 
 
-def plan(due: DueSchedule, now: datetime) -> Plan:
+def plan(due: DueSchedule, now: datetime, *, count_skipped: bool = True) -> Plan:
     """Which slots of a due schedule get a run, and its next slot after ``now``.
 
     The missed slots are ``next_run_at`` (which an operator may have set off the
@@ -93,6 +94,9 @@ def plan(due: DueSchedule, now: datetime) -> Plan:
     slot s is due at s + d, so lateness (the grace) is measured from s + d and
     its own jitter never makes a slot a misfire, and a slot whose s + d has
     not come yet is left for later even when s has passed.
+
+    Counting the skipped slots walks up to 10,000 of them: a preview, which
+    shows only the slots, passes ``count_skipped=False`` (``skipped`` is 0 then).
     """
     expr, zone, first = due.cron_expression, due.timezone, due.next_run_at
     if first is None:
@@ -110,7 +114,7 @@ def plan(due: DueSchedule, now: datetime) -> Plan:
         on_time = due.misfire_policy == "coalesce" or latest >= grace_start
         slots = (latest,) if on_time else ()
     skipped = 0
-    if due.misfire_policy != "coalesce":
+    if due.misfire_policy != "coalesce" and count_skipped:
         total = _count_between(expr, zone, first, now) if several else 1
         skipped = max(0, total - len(slots))
     if slots and due.overlap_policy == "skip" and due.last_run_status in ("pending", "running"):
@@ -146,22 +150,32 @@ class BatchPlan:
     runs: list[NewScheduledRun] = field(default_factory=list)
     advances: list[Advance] = field(default_factory=list)
     invalid: list[Invalid] = field(default_factory=list)
+    # Claimed but left unplanned (``enough`` said so): untouched, still due.
+    deferred: int = 0
 
     @property
     def skipped(self) -> int:
         return sum(a.skipped for a in self.advances)
 
 
-def plan_batch(claimed: Iterable[DueSchedule], now: datetime) -> BatchPlan:
+def plan_batch(
+    claimed: Iterable[DueSchedule], now: datetime, enough: Callable[[], bool] | None = None
+) -> BatchPlan:
     """Plan every claimed schedule; one that cannot be planned is set aside, not fatal.
 
     A schedule written with plain SQL can hold anything the columns allow: an
     expression or zone that does not evaluate, or a ``next_run_at`` so far from
     now that date arithmetic overflows (year 1, year 9999). Such a schedule
     lands in ``invalid`` with the reason, and the rest of the batch fires.
+
+    ``enough`` is asked after each schedule planned: once it says so, the rest
+    are only counted in ``deferred`` (the caller leaves them due for a later claim).
     """
     result = BatchPlan()
-    for due in claimed:
+    batch = list(claimed)
+    for i, due in enumerate(batch):
+        if i and enough is not None and enough():
+            return dataclasses.replace(result, deferred=len(batch) - i)
         if due.next_run_at is None:
             # claim_due reads a timestamp Python cannot hold (before year 1, after 9999) as NULL.
             result.invalid.append(Invalid(due.id, OUT_OF_RANGE))

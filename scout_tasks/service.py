@@ -160,7 +160,7 @@ def _overdue(schedule: Mapping[str, Any], first: datetime, now: datetime) -> lis
         overlap_policy="allow",  # the previous run's status is not read here
         last_run_status=None,
     )
-    planned = policy.plan(due, now)
+    planned = policy.plan(due, now, count_skipped=False)
     return [*planned.slots, planned.next_run_at]
 
 

@@ -54,3 +54,35 @@ def test_a_claim_frozen_mid_batch_is_released_to_the_other_workers(
         with contextlib.suppress(DBAPIError):
             frozen.close()
         frozen_engine.dispose()
+
+
+def test_a_batch_that_plans_for_longer_than_the_idle_timeout_still_fires(
+    db_url: str, monkeypatch
+) -> None:
+    # A batch is planned inside its claim's transaction, idle meanwhile. Every-minute
+    # schedules with the skip policy, a year overdue in a zone with DST, cost 0.1 s each
+    # to plan (the skipped slots are counted); 500 of them (the default batch) planned
+    # for over a minute and the server ended the transaction, and the next claim took
+    # the same batch to the same end: none of them ever fired. Scaled down here: a 2 s
+    # timeout and 0.3 s of planning per batch.
+    monkeypatch.setattr(firing, "PLAN_BUDGET_SECONDS", 0.3)
+    short = db.make_engine(db_url, idle_in_transaction_timeout=2.0)
+    try:
+        execute(
+            short,
+            "INSERT INTO scout_schedules (name, cron_expression, source, max_strategies,"
+            " timezone, misfire_policy, next_run_at)"
+            " SELECT 'late-' || g, '* * * * *', 'stratninja', 1, 'Europe/Berlin', 'skip',"
+            " now() - interval '365 days' FROM generate_series(1, 40) g",
+        )
+        report = firing.fire_due(short, None, batch_size=40)
+        assert report.claimed == 40
+        assert (
+            scalar(
+                short,
+                "SELECT count(*) FROM scout_schedules WHERE next_run_at < now() - interval '1 day'",
+            )
+            == 0
+        )
+    finally:
+        short.dispose()

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine
 
-from scout_tasks import firing
+from scout_tasks import counters, firing
 from scout_tasks.policy import MAX_CATCH_UP
 from tests.integration.helpers import execute, row
 
@@ -90,3 +90,29 @@ def test_a_skipped_slot_count_at_the_end_of_bigint_does_not_fail_the_batch(
     odd = row(engine, "SELECT skipped_slots, next_run_at FROM scout_schedules WHERE name = 'odd'")
     assert odd["skipped_slots"] == 9223372036854775807
     assert odd["next_run_at"] > datetime.now(UTC) - timedelta(seconds=1)
+
+
+def test_a_counter_at_the_end_of_bigint_does_not_fail_every_batch(
+    engine: Engine, publisher
+) -> None:
+    # scout_counters' rows set by hand to bigint's maximum (every shard, as a restore or a
+    # hand "reset" might): adding a batch's runs overflowed, and every fire batch's
+    # transaction failed, so no schedule fired at all.
+    execute(
+        engine,
+        "INSERT INTO scout_counters (name, label, shard, value)"
+        " SELECT :name, 'scheduled', s, 9223372036854775807 FROM generate_series(0, :n - 1) s"
+        " ON CONFLICT (name, label, shard) DO UPDATE SET value = EXCLUDED.value",
+        name=counters.RUNS_CREATED,
+        n=counters.SHARDS,
+    )
+    _good_one_due(engine)
+
+    report = firing.fire_due(engine, publisher)
+
+    assert report.runs == 1
+    assert _runs(engine, "ordinary") == 1
+    with engine.connect() as conn:
+        assert counters.totals(conn)[(counters.RUNS_CREATED, "scheduled")] == (
+            counters.SHARDS * 9223372036854775807
+        )

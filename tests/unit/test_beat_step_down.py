@@ -24,6 +24,7 @@ TICK = 30.0
 class _Listener:
     leads: list[bool] = field(default_factory=list)
     stepped_down: int = 0
+    waits: list[float] = field(default_factory=list)
 
     def try_lead(self) -> bool:
         return self.leads.pop(0) if self.leads else True
@@ -38,6 +39,7 @@ class _Listener:
         pass
 
     def wait(self, timeout: float) -> bool:
+        self.waits.append(timeout)
         return False
 
 
@@ -111,3 +113,20 @@ def test_one_send_that_goes_out_resets_the_count(the_beat: _Beat) -> None:
     the_beat.run(1000.0 + beat.step_down_after(TICK) + 1)
     assert the_beat.listener.stepped_down == 0
     assert the_beat.scheduler._leader is True
+
+
+def test_an_hour_long_tick_period_still_hands_over_within_a_minute(the_beat: _Beat) -> None:
+    # SCOUT_TICK_SECONDS may be 3600. The leader waited a whole tick period between
+    # queries, so the server could end its session only after an hour and a half
+    # minute idle (a frozen leader kept the lock, and nothing fired, that long), and
+    # a leader cut off from RabbitMQ stepped down only after two hours of failing.
+    hour = 3600.0
+    the_beat.scheduler._settings.tick_seconds = hour
+    the_beat.run(1000.0)
+    assert the_beat.listener.waits[-1] <= beat.LEADER_PERIOD_MAX
+    assert beat.idle_session_timeout(hour) == beat.LEADER_PERIOD_MAX + beat.IDLE_SESSION_MARGIN
+    the_beat.broker_up[0] = False
+    the_beat.scheduler._next_tick = 0.0
+    the_beat.run(1001.0)  # the tick fails: the count starts
+    the_beat.run(1001.0 + 2 * beat.LEADER_PERIOD_MAX)
+    assert the_beat.listener.stepped_down == 1
