@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from scout_tasks import policy
 from scout_tasks.errors import InvalidCronExpression
 from scout_tasks.service import preview_fire_times
 
@@ -98,4 +99,23 @@ def test_an_overdue_catch_up_schedule_shows_each_slot_in_its_grace() -> None:
         "2025-03-28T13:15:00+02:00",
         "2025-03-28T14:15:00+02:00",
         "2025-03-28T15:15:00+02:00",
+    ]
+
+
+def test_a_preview_never_walks_the_slots_it_would_skip(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Counting the skipped slots walks up to 10,000 of them per schedule (a page of
+    # 50 every-minute schedules a month overdue took 5.5 s); a preview shows slots only.
+    def walked(*_args: object) -> int:
+        raise AssertionError("the preview counted skipped slots")
+
+    monkeypatch.setattr(policy, "_count_between", walked)
+    month_late = {
+        **schedule(next_run_at="2025-02-26T12:00:00+00:00", expr="* * * * *"),
+        "misfire_policy": "skip",
+        "misfire_grace_seconds": 60,
+    }
+    # The slot at NOW itself is on time, so it runs; then the next minute.
+    assert iso(preview_fire_times(month_late, NOW, 2)) == [
+        "2025-03-28T14:00:00+02:00",
+        "2025-03-28T14:01:00+02:00",
     ]
