@@ -25,20 +25,19 @@ from tests.e2e.procs import scout_env
 from tests.e2e.test_faults import TICK, Stack, _one_off_slots, _wait_leader
 from tests.tcp_proxy import TcpProxy, through
 
-# The longest tick period the README allows. With it a frozen leader kept the lock
-# (and nothing fired) for an hour, a cut-off one for two: the waits are bounded now.
-HOUR = 3600
+# With the longest tick period the README allows (3600 s) the handover takes the
+# same (a leader period is capped at 30 s): tests/unit/test_beat_step_down.py drives
+# that pass by pass; here, with real processes, the short tick keeps CI quick.
 
 
-@pytest.fixture(params=[TICK, HOUR], ids=["tick3", "tick3600"])
+@pytest.fixture
 def beats_stack(
-    request: pytest.FixtureRequest,
     db_url: str,
     broker_url: str,
     exchange_name: str,
     tmp_path: Path,
 ) -> Iterator[Stack]:
-    env = scout_env(db_url, broker_url, exchange_name, SCOUT_TICK_SECONDS=str(request.param))
+    env = scout_env(db_url, broker_url, exchange_name, SCOUT_TICK_SECONDS=str(TICK))
     s = Stack(env, tmp_path, broker_url)
     yield s
     for proc in s.procs:
