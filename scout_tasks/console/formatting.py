@@ -183,12 +183,18 @@ def progress(metrics: Any, *, short: bool = False) -> str:
 def progress_at(metrics: Any) -> datetime | None:
     """When the latest progress was recorded (``metrics.progress.at``), if that is an instant."""
     latest = metrics.get("progress") if isinstance(metrics, dict) else None
-    at = latest.get("at") if isinstance(latest, dict) else None
+    return _iso_instant(latest.get("at") if isinstance(latest, dict) else None)
+
+
+def _iso_instant(value: Any) -> datetime | None:
+    """ISO 8601 text as an aware instant (UTC when it names no offset), else None."""
+    if not isinstance(value, str):
+        return None
     try:
-        moment = datetime.fromisoformat(at) if isinstance(at, str) else None
+        moment = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return moment if moment is None or moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 # The counters a scout.completed reports, in the order an agent works through them.
@@ -221,11 +227,7 @@ def instant(field: str, value: Any) -> datetime | None:
     """
     if not field.endswith("_at") or not isinstance(value, str) or "T" not in value:
         return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return _iso_instant(value)
 
 
 FILTERS = {
